@@ -1,0 +1,40 @@
+# aggc-rl developer entry points. `make test` works on a fresh CPU machine:
+# it creates .venv, installs the CPU torch first, then the project with a
+# constraints file that pins that torch (so no CUDA torch is ever resolved).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+CONSTRAINTS ?= constraints/cpu.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint format bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	$(PY) -c "import torch; assert torch.__version__.startswith('$(TORCH_VERSION)'), torch.__version__"
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: $(STAMP)
+	$(PY) -m bench.clip_step --out bench/results/clip_step_cpu.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""AdaGC: adaptive per-tensor clipping (arXiv 2502.11034).
+
+A warm-up of ordinary global clipping records each group's smallest clipped
+norm; afterwards each group is capped at ``lambda_rel`` times an EMA of its own
+clipped norms. Rule text and defaults: ../shared/docs/algorithms.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from aggc_rl.clipping.rule import (
+    State,
+    check_norms,
+    check_progress,
+    compute_dtype,
+    new_step_state,
+    require,
+    require_number,
+)
+
+
+@dataclass(frozen=True)
+class AdaGCRule:
+    """Per-group (by default per-tensor) threshold ``lambda_rel * gamma``.
+
+    ``warmup`` counts updates of global clipping at ``lambda_abs``. With
+    ``warmup=0`` the first update seeds gamma with the norm itself (scale 1),
+    since a threshold of 0 would zero every gradient for ever.
+    """
+
+    lambda_rel: float = 1.04
+    beta: float = 0.99
+    warmup: int = 100
+    lambda_abs: float = 1.0
+    eps: float = 1e-6
+    name: str = "adagc"
+    default_scheme: ClassVar[str] = "tensor"
+
+    def __post_init__(self) -> None:
+        n = self.name
+        for knob in ("lambda_rel", "beta", "lambda_abs", "eps"):
+            require_number(n, knob, getattr(self, knob))
+        require(self.lambda_rel > 0, n, "lambda_rel", self.lambda_rel, "a number > 0")
+        require(0.0 <= self.beta < 1.0, n, "beta", self.beta, "a number in [0, 1)")
+        ok_int = isinstance(self.warmup, int) and not isinstance(self.warmup, bool)
+        require(ok_int and self.warmup >= 0, n, "warmup", self.warmup, "an integer number of updates >= 0")
+        require(self.lambda_abs > 0, n, "lambda_abs", self.lambda_abs, "a number > 0")
+        require(self.eps > 0, n, "eps", self.eps, "a number > 0")
+
+    def init(
+        self, num_groups: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> State:
+        state = new_step_state(num_groups, device)
+        state["gamma"] = torch.zeros(num_groups, dtype=dtype, device=device)
+        return state
+
+    def update(self, norms: torch.Tensor, state: State, *, progress: float = 0.0) -> tuple[torch.Tensor, State]:
+        check_progress(progress)
+        check_norms(norms, state["gamma"].numel())
+        dtype = compute_dtype(norms, state["gamma"])
+        n = norms.to(dtype)
+        gamma = state["gamma"].to(device=n.device, dtype=dtype)
+        t = state["step"].to(n.device) + 1  # this update's 1-based index
+        first = t == 1
+
+        # Warm-up: global clip at lambda_abs; gamma = running min of clipped norms.
+        global_factor = torch.clamp(self.lambda_abs / (torch.linalg.vector_norm(n) + self.eps), max=1.0)
+        clipped = global_factor * n
+        gamma_warm = torch.where(first, clipped, torch.minimum(gamma, clipped))
+
+        # After warm-up: cap each group at lambda_rel * gamma, then track the clipped norm.
+        gamma_prev = torch.where(first, n, gamma)
+        h = torch.clamp(self.lambda_rel * gamma_prev / (n + self.eps), max=1.0)
+        gamma_post = self.beta * gamma_prev + (1 - self.beta) * h * n
+
+        warm = t <= self.warmup
+        scale = torch.where(warm, global_factor.expand_as(n), h)
+        new_gamma = torch.where(warm, gamma_warm, gamma_post)
+        return scale.to(norms.dtype), {"step": t, "gamma": new_gamma.to(state["gamma"].dtype)}
+
+    def ema(self, state: State) -> torch.Tensor | None:
+        return state["gamma"]
