@@ -33,7 +33,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def make_params(model: str, dtype: torch.dtype, device: torch.device, seed: int = 0) -> list[tuple[str, torch.nn.Parameter]]:
+def make_params(
+    model: str, dtype: torch.dtype, device: torch.device, seed: int = 0
+) -> list[tuple[str, torch.nn.Parameter]]:
     gen = torch.Generator(device="cpu").manual_seed(seed)
     named = []
     for name, shape in qwen2_shapes(model):
@@ -84,18 +86,29 @@ def bench_clip(model: str, dtype: torch.dtype, device: torch.device, runs: int) 
 
     base = statistics.median(times["torch_clip_grad_norm_foreach"])
     rows = {
-        k: {"median_ms": 1e3 * statistics.median(v), "ratio_to_torch": statistics.median(v) / base, "runs": len(v)}
+        k: {
+            "median_ms": 1e3 * statistics.median(v),
+            "ratio_to_torch": statistics.median(v) / base,
+            "runs": len(v),
+        }
         for k, v in times.items()
     }
-    return {"model": model, "dtype": str(dtype).removeprefix("torch."), "device": str(device), "tensors": len(params),
-            "elements": n_elems, "methods": rows}
+    return {
+        "model": model,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": str(device),
+        "tensors": len(params),
+        "elements": n_elems,
+        "methods": rows,
+    }
 
 
 def _collective_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
-    from torch.profiler import ProfilerActivity, profile
+
+    from aggc_rl.collective_counter import CollectiveCounter
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     counts = {}
@@ -108,11 +121,10 @@ def _collective_worker(rank: int, world: int, init_file: str, out_file: str) -> 
         fully_shard(model, mesh=mesh)
         model(torch.randn(8, 64)).square().mean().backward()
         clipper = GradClipper(model.named_parameters(), make_rule(rule))
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with CollectiveCounter() as counter:
             clipper.clip_(progress=0.5)
-        names = [e.name for e in prof.events()]
-        # Each collective shows once as the backend's own op (gloo:all_reduce, nccl:all_reduce, ...).
-        counts[rule] = sum(1 for n in names if n.startswith(("gloo:", "nccl:")))
+        counts[rule] = len(counter.calls)
+    dist.barrier()
     if rank == 0:
         with open(out_file, "w") as f:
             json.dump(counts, f)
@@ -122,17 +134,20 @@ def _collective_worker(rank: int, world: int, init_file: str, out_file: str) -> 
 def count_collectives(world: int = 2) -> dict[str, int]:
     import torch.multiprocessing as mp
 
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep the profiler's start/stop lines out of the table
     with tempfile.TemporaryDirectory() as tmp:
         init_file, out_file = os.path.join(tmp, "init"), os.path.join(tmp, "counts.json")
-        mp.start_processes(_collective_worker, args=(world, init_file, out_file), nprocs=world, start_method="spawn")
+        mp.start_processes(
+            _collective_worker, args=(world, init_file, out_file), nprocs=world, start_method="spawn"
+        )
         with open(out_file) as f:
             return json.load(f)
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{result['model']} ({result['tensors']} tensors, {result['elements'] / 1e6:.0f}M elements), "
-          f"{result['dtype']} on {result['device']}")
+    print(
+        f"\n{result['model']} ({result['tensors']} tensors, {result['elements'] / 1e6:.0f}M elements), "
+        f"{result['dtype']} on {result['device']}"
+    )
     print(f"{'method':<30} {'median ms':>10} {'/ torch':>8}")
     for key, row in result["methods"].items():
         print(f"{key:<30} {row['median_ms']:>10.1f} {row['ratio_to_torch']:>8.3f}")
@@ -149,9 +164,13 @@ def main() -> None:
 
     device = torch.device(args.device)
     report = {
-        "host": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                 "threads": torch.get_num_threads(),
-                 "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
+        "host": {
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        },
         "clip_step": [],
     }
     for dt in args.dtypes.split(","):

@@ -58,7 +58,9 @@ class AdaGCRule:
         state["gamma"] = torch.zeros(num_groups, dtype=dtype, device=device)
         return state
 
-    def update(self, norms: torch.Tensor, state: State, *, progress: float = 0.0) -> tuple[torch.Tensor, State]:
+    def update(
+        self, norms: torch.Tensor, state: State, *, progress: float = 0.0
+    ) -> tuple[torch.Tensor, State]:
         check_progress(progress)
         check_norms(norms, state["gamma"].numel())
         dtype = compute_dtype(norms, state["gamma"])

@@ -72,13 +72,17 @@ class AGGCRule:
         require(self.transition >= 0, n, "transition", self.transition, "a fraction of training >= 0")
         require(self.schedule in SCHEDULES, n, "schedule", self.schedule, " or ".join(map(repr, SCHEDULES)))
         require(isinstance(self.raise_small, bool), n, "raise_small", self.raise_small, "true or false")
-        require(self.max_up == 0 or self.max_up >= 1, n, "max_up", self.max_up, "0 (uncapped) or a number >= 1")
+        require(
+            self.max_up == 0 or self.max_up >= 1, n, "max_up", self.max_up, "0 (uncapped) or a number >= 1"
+        )
         require(0 <= self.max_down <= 1, n, "max_down", self.max_down, "0 (uncapped) or a number in (0, 1]")
         require(self.min_norm >= 0, n, "min_norm", self.min_norm, "a number >= 0")
         require(self.ema_init in EMA_INITS, n, "ema_init", self.ema_init, " or ".join(map(repr, EMA_INITS)))
         if self.global_max_norm is not None:
             require_number(n, "global_max_norm", self.global_max_norm)
-            require(self.global_max_norm > 0, n, "global_max_norm", self.global_max_norm, "null or a number > 0")
+            require(
+                self.global_max_norm > 0, n, "global_max_norm", self.global_max_norm, "null or a number > 0"
+            )
 
     def multipliers(self, progress: float) -> tuple[float, float]:
         """(low, high) at this point of training."""
@@ -100,7 +104,9 @@ class AGGCRule:
         state["ema"] = torch.zeros(num_groups, dtype=dtype, device=device)
         return state
 
-    def update(self, norms: torch.Tensor, state: State, *, progress: float = 0.0) -> tuple[torch.Tensor, State]:
+    def update(
+        self, norms: torch.Tensor, state: State, *, progress: float = 0.0
+    ) -> tuple[torch.Tensor, State]:
         lo, hi = self.multipliers(progress)
         check_norms(norms, state["ema"].numel())
         dtype = compute_dtype(norms, state["ema"])

@@ -182,7 +182,9 @@ class GradClipper:
         )
         weights = None
         if any(w != 1.0 for w in plan.weights):
-            weights = torch.tensor([plan.weights[pos] for pos in order], dtype=torch.float64, device=plan.device)
+            weights = torch.tensor(
+                [plan.weights[pos] for pos in order], dtype=torch.float64, device=plan.device
+            )
         self._layout = _Layout(present, buckets, group_index, weights, plan)
         return self._layout
 
@@ -227,7 +229,9 @@ class GradClipper:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a saved state; refuses one saved for other groups or another kind of rule."""
         if state_dict.get("format") != STATE_FORMAT:
-            raise ValueError(f"clipper state format {state_dict.get('format')!r} is not supported; allowed: {STATE_FORMAT}")
+            raise ValueError(
+                f"clipper state format {state_dict.get('format')!r} is not supported; allowed: {STATE_FORMAT}"
+            )
         saved, ours = list(state_dict["groups"]), list(self.grouping.names)
         if saved != ours:
             missing = [g for g in ours if g not in saved][:5]
@@ -245,6 +249,7 @@ class GradClipper:
             )
         for key, value in loaded.items():
             if tuple(value.shape) != tuple(fresh[key].shape):
-                raise ValueError(f"clipper state {key!r} has shape {tuple(value.shape)}, expected {tuple(fresh[key].shape)}")
+                raise ValueError(
+                    f"clipper state {key!r} has shape {tuple(value.shape)}, expected {tuple(fresh[key].shape)}"
+                )
         self.state = {k: v.detach().to(dtype=fresh[k].dtype).clone() for k, v in loaded.items()}
-

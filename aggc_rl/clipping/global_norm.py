@@ -37,7 +37,9 @@ class GlobalNormRule:
         del dtype
         return new_step_state(num_groups, device)
 
-    def update(self, norms: torch.Tensor, state: State, *, progress: float = 0.0) -> tuple[torch.Tensor, State]:
+    def update(
+        self, norms: torch.Tensor, state: State, *, progress: float = 0.0
+    ) -> tuple[torch.Tensor, State]:
         check_progress(progress)
         check_norms(norms, norms.numel())
         factor = global_clip_factor(norms, self.max_norm)

@@ -55,7 +55,9 @@ def clean_name(name: str) -> str:
 
 def _check_not_flat(name: str) -> None:
     if "flat_param" in name:
-        raise ValueError(f"parameter {name!r} is an FSDP1 flat parameter: it mixes many modules into one tensor; {FSDP1_HINT}")
+        raise ValueError(
+            f"parameter {name!r} is an FSDP1 flat parameter: it mixes many modules into one tensor; {FSDP1_HINT}"
+        )
 
 
 def _module_type(tokens: list[str]) -> str:

@@ -27,7 +27,7 @@ def rule_knobs(name: str) -> dict[str, Any]:
     return {k: preset.get(k, defaults[k].default) for k in knob_names(cls)}
 
 
-def make_rule(name: str, **overrides: Any) -> ClipRule:
+def make_rule(name: str, /, **overrides: Any) -> ClipRule:
     """Build the rule called ``name`` with some knobs overridden.
 
     Unknown names and knobs raise (naming what is allowed); invalid values are
@@ -37,7 +37,9 @@ def make_rule(name: str, **overrides: Any) -> ClipRule:
     allowed = knob_names(cls)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise TypeError(f"clip rule {name!r} has no knob {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+        raise TypeError(
+            f"clip rule {name!r} has no knob {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
+        )
     return cls(**{**preset, **overrides, "name": name})
 
 

@@ -29,7 +29,9 @@ class ClipRule(Protocol):
         self, num_groups: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
     ) -> State: ...
 
-    def update(self, norms: torch.Tensor, state: State, *, progress: float = 0.0) -> tuple[torch.Tensor, State]: ...
+    def update(
+        self, norms: torch.Tensor, state: State, *, progress: float = 0.0
+    ) -> tuple[torch.Tensor, State]: ...
 
     def ema(self, state: State) -> torch.Tensor | None:
         """The per-group running statistic worth logging (None if the rule has none)."""
