@@ -1,8 +1,13 @@
 """verl plugin entry point (group ``verl.plugins``): loaded by every ``import verl``, driver and Ray workers.
 
+It stays light: it registers the CPU platform when ``VERL_PLATFORM=cpu`` (that must happen before
+verl resolves its platform singleton, i.e. before verl's engine modules are imported). The
+``aggc_fsdp2`` engine registers itself when the actor config that selects it is built
+(``verl_patches.actor_config``), in the driver and in each worker, so importing verl stays cheap.
+
 verl swallows exceptions raised while loading plugins, so whatever can fail here also fails loudly
-where it is used: the actor config imports the engine module itself, and ``aggc_rl.train`` calls
-:func:`load` directly.
+where it is used: ``aggc_rl.train`` calls :func:`load` directly, and the CPU platform re-raises a
+registration error on first use.
 """
 
 from __future__ import annotations
@@ -11,9 +16,7 @@ import os
 
 
 def load() -> None:
-    """Register our engine backend, and the CPU platform when ``VERL_PLATFORM=cpu``."""
-    import verl_patches.clip_engine  # noqa: F401  (registers the aggc_fsdp2 backend)
-
+    """Register the CPU platform when ``VERL_PLATFORM=cpu``; idempotent."""
     if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
         from verl_patches.cpu_platform import register_cpu_platform
 
