@@ -1,0 +1,97 @@
+"""GSM8K method="math_verify": math-verify in a killable child process."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggc_rl.rewards import math_verify_sandbox
+from aggc_rl.rewards.gsm8k import compute_score
+from aggc_rl.rewards.math_verify_sandbox import MathVerifySandbox, require_math_verify
+
+pytest.importorskip("math_verify", reason="the math-verify package is not installed")
+
+
+def score(response: object, truth: object, **kwargs: object) -> dict:
+    return compute_score("openai/gsm8k", response, truth, method="math_verify", format_score=0.1, **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_worker() -> None:
+    score("\\boxed{1}", "1", timeout_s=30.0)  # start the child once; later calls measure only the call
+
+
+@pytest.mark.parametrize(
+    ("response", "truth", "correct"),
+    [
+        ("so the answer is \\boxed{18}", "18", True),
+        ("\\boxed{18.0}", "18", True),
+        ("The answer is 1,234", "1234", True),
+        ("$\\frac{1}{2}$", "0.5", True),
+        ("\\boxed{-5}", "-5", True),
+        ("\\boxed{180}", "18", False),
+        ("\\boxed{18}", "180", False),
+        ("#### 72", "72", True),
+    ],
+)
+def test_math_verify_compares_values(response: str, truth: str, correct: bool) -> None:
+    result = score(response, truth)
+    assert result["score"] == (1.0 if correct else 0.1)
+    assert result["acc"] == float(correct)
+    assert result["pred"]
+
+
+def test_nothing_extracted_scores_zero() -> None:
+    assert score("I do not know.", "18") == {"score": 0.0, "acc": 0.0, "pred": None}
+
+
+def test_a_runaway_input_is_cut_off_and_the_worker_recovers() -> None:
+    started = time.perf_counter()
+    result = score("\\boxed{9^{9^{9^{9}}}}", "18", timeout_s=0.3)
+    assert time.perf_counter() - started < 1.0
+    assert result == {"score": 0.0, "acc": 0.0, "pred": None}
+    assert score("\\boxed{18}", "18", timeout_s=30.0)["score"] == 1.0  # a fresh child took over
+
+
+def test_works_from_worker_threads() -> None:
+    # verl calls reward functions from a thread pool, where SIGALRM-based timeouts cannot work.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda i: score(f"\\boxed{{{i}}}", str(i % 3), timeout_s=30.0), range(12)))
+    assert [r["acc"] for r in results] == [1.0 if i == i % 3 else 0.0 for i in range(12)]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [None, b"\xff\\boxed{18}", "", "\ud800\\boxed{18}", "x" * 1_000_000, "\\boxed{" * 5000, "####" * 200_000],
+)
+def test_junk_scores_without_raising(response: object) -> None:
+    started = time.perf_counter()
+    result = score(response, "18")
+    assert time.perf_counter() - started < 1.0
+    assert result["score"] in (0.0, 0.1, 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("0123456789\\{}^_$#,.-+ abcboxedfrac")), max_size=120))
+def test_fuzz_never_raises(response: str) -> None:
+    result = score(response, "18")
+    assert result["score"] in (0.0, 0.1, 1.0)
+    assert (result["pred"] is None) == (result["score"] == 0.0)
+
+
+def test_missing_package_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = math_verify_sandbox.importlib.util.find_spec
+    monkeypatch.setattr(
+        math_verify_sandbox.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "math_verify" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ImportError, match="pip install math-verify"):
+        require_math_verify()
+    monkeypatch.setattr(math_verify_sandbox, "_SANDBOX", MathVerifySandbox())
+    with pytest.raises(ImportError, match="math-verify"):
+        score("\\boxed{18}", "18")
