@@ -124,10 +124,14 @@ def _collective_worker(rank: int, world: int, init_file: str, out_file: str) -> 
         with CollectiveCounter() as counter:
             clipper.clip_(progress=0.5)
         counts[rule] = len(counter.calls)
-    dist.barrier()
     if rank == 0:
         with open(out_file, "w") as f:
             json.dump(counts, f)
+    # Leave gloo only when every rank is done with it (see tests/support/distributed.py).
+    dist.barrier()
+    store = dist.FileStore(init_file + ".exit", world)
+    store.set(f"done{rank}", "1")
+    store.wait([f"done{r}" for r in range(world)])
     dist.destroy_process_group()
 
 

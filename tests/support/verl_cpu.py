@@ -109,7 +109,11 @@ def make_tiny_model_dir(path: str | os.PathLike, seed: int = 0, **config_overrid
 
 
 def ppo_config(
-    model_path: str, backend: str = "fsdp2", overrides: list[str] | tuple[str, ...] = ()
+    model_path: str,
+    backend: str | None = "fsdp2",
+    overrides: list[str] | tuple[str, ...] = (),
+    config_dir: str | None = None,
+    config_name: str = "ppo_trainer",
 ) -> DictConfig:
     """verl's ``ppo_trainer`` config for ``model_path`` with CPU settings; ``overrides`` are Hydra overrides.
 
@@ -129,7 +133,7 @@ def ppo_config(
         f"actor_rollout_ref.model.path={model_path}",
         "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
         "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        f"actor_rollout_ref.actor.strategy={backend}",
+        *([f"actor_rollout_ref.actor.strategy={backend}"] if backend is not None else []),
         "actor_rollout_ref.actor.use_torch_compile=false",
         "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
         "actor_rollout_ref.ref.fsdp_config.use_torch_compile=false",
@@ -143,8 +147,9 @@ def ppo_config(
         "trainer.device=cpu",
     ]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=os.path.dirname(verl_config.__file__), version_base=None):
-        return compose(config_name="ppo_trainer", overrides=[*cpu_overrides, *overrides])
+    config_dir = config_dir or os.path.dirname(verl_config.__file__)
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return compose(config_name=config_name, overrides=[*cpu_overrides, *overrides])
 
 
 @dataclass

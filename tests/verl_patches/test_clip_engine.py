@@ -1,0 +1,191 @@
+"""The aggc_fsdp2 engine: verl's FSDP2 engine with GradClipper, through our config, on CPU (gloo).
+
+Configs are composed from ``configs/aggc_ppo_trainer.yaml`` exactly as ``python -m aggc_rl.train``
+would, so ``actor.clip=...`` selects the engine the way the trainer does. Checked at world sizes 1
+and 2: training steps run with verl's PPO loss; ``actor/clip/*`` metrics exist; per-group norms equal
+an independent computation on the gathered (unsharded) gradients; ``grad_norm`` is the pre-clip
+total in every method; AGGC's band moves with training progress; a stopped-and-resumed run
+continues exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support import verl_cpu
+from support.distributed import run_distributed
+from verl.utils.metric.utils import Metric
+
+from aggc_rl.clipping import RULE_NAMES, group_of
+from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
+
+pytestmark = pytest.mark.slow
+
+VOCAB_SIZE = 96
+STEPS = 3
+
+
+def clip_config(model_path: str, *overrides: str):
+    return verl_cpu.ppo_config(
+        model_path,
+        backend=None,
+        config_dir=CONFIG_DIR,
+        config_name=CONFIG_NAME,
+        overrides=[f"actor_rollout_ref.actor.optim.total_training_steps={STEPS}", *overrides],
+    )
+
+
+def build(model_path: str, *overrides: str):
+    cfg = clip_config(model_path, *overrides)
+    setup = verl_cpu.engine_setup(cfg)
+    assert setup.backend == "aggc_fsdp2"
+    return cfg, setup, verl_cpu.build_engine(setup)
+
+
+def batch_for(step: int, setup, cfg):
+    return verl_cpu.make_ppo_batch(setup, cfg, verl_cpu.make_padded_batch(VOCAB_SIZE, seed=step))
+
+
+def value(metric) -> float:
+    return float(metric.aggregate()) if isinstance(metric, Metric) else float(metric)
+
+
+def record_full_grads(engine) -> list[dict[str, torch.Tensor]]:
+    """Wrap the clipper so each step first gathers the unsharded pre-clip gradients (a collective)."""
+    seen: list[dict[str, torch.Tensor]] = []
+    clip = engine.clipper.clip_
+
+    def recording_clip(progress: float = 0.0):
+        seen.append(
+            {
+                name: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad)
+                .detach()
+                .double()
+                .clone()
+                for name, p in engine.module.named_parameters()
+                if p.grad is not None
+            }
+        )
+        return clip(progress=progress)
+
+    engine.clipper.clip_ = recording_clip
+    return seen
+
+
+def _each_method_trains(rank: int, world: int, model_path: str) -> None:
+    verl_cpu.use_cpu_platform()
+    for method in RULE_NAMES:
+        extra = [
+            "actor_rollout_ref.actor.clip_config.aggc.switch=0.3",
+            "actor_rollout_ref.actor.clip_config.aggc.transition=0.4",
+        ]
+        cfg, setup, engine = build(model_path, f"actor_rollout_ref.actor.clip={method}", *extra)
+        assert type(engine).__name__ == "ClipFSDPEngine"
+        scheme = engine.clipper.grouping.scheme
+        grads = record_full_grads(engine)
+        loss_fn = verl_cpu.ppo_loss_fn(setup)
+        history = []
+        for step in range(STEPS):
+            metrics = verl_cpu.train_step(engine, batch_for(step, setup, cfg), loss_fn)
+            history.append(metrics)
+            result = engine.last_clip
+            # Independent, unsharded group norms from the gathered gradients.
+            want: dict[str, list[torch.Tensor]] = {}
+            for name, g in grads[-1].items():
+                want.setdefault(group_of(name, scheme), []).append(g.flatten())
+            want_norms = {k: torch.cat(v).norm() for k, v in want.items()}
+            assert list(want_norms) == list(result.groups), method
+            torch.testing.assert_close(
+                result.norms, torch.stack(list(want_norms.values())), rtol=1e-5, atol=1e-9
+            )
+            total = torch.stack(list(want_norms.values())).norm()
+            assert metrics["grad_norm"] == pytest.approx(float(total), rel=1e-5), (
+                f"{method}: grad_norm is pre-clip"
+            )
+            assert value(metrics["clip/total_norm_pre"]) == pytest.approx(float(total), rel=1e-5)
+            for group in result.groups[:3]:
+                key = group.replace("max", "m_ax").replace("min", "m_in")
+                for kind in ("norm", "scale"):
+                    assert f"clip/{kind}/{key}" in metrics, f"{method}: clip/{kind}/{key} missing"
+            assert value(metrics["clip/progress"]) == pytest.approx(step / STEPS)
+        if method == "aggc":
+            highs = [value(m["clip/band_high"]) for m in history]
+            assert highs[0] == pytest.approx(0.7) and highs[0] < highs[1] < highs[2], highs
+            assert "clip/ema/q_proj" in history[-1]
+        if method == "aggc_official":
+            assert {value(m["clip/band_high"]) for m in history} == {0.7}
+        if method == "global":
+            post = value(history[-1]["clip/total_norm_post"])
+            assert post <= engine.optimizer_config.clip_grad * (1 + 1e-5)
+        assert int(engine.clipper.state["step"]) == STEPS
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_each_method_trains_with_exact_group_norms(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    run_distributed(_each_method_trains, world, model_path)
+
+
+def _resume_is_exact(rank: int, world: int, model_path: str, ckpt: str) -> None:
+    verl_cpu.use_cpu_platform()
+    overrides = [
+        "actor_rollout_ref.actor.clip=aggc",
+        "actor_rollout_ref.actor.clip_config.aggc.ema_init=first",
+    ]
+    k, more = 2, 2
+    overrides.append(f"actor_rollout_ref.actor.optim.total_training_steps={k + more}")
+
+    cfg, setup, straight = build(model_path, *overrides)
+    loss_fn = verl_cpu.ppo_loss_fn(setup)
+    for step in range(k):
+        verl_cpu.train_step(straight, batch_for(step, setup, cfg), loss_fn)
+    straight.save_checkpoint(ckpt, global_step=k)
+    saved_state = {key: v.clone() for key, v in straight.clipper.state.items()}
+    for step in range(k, k + more):
+        verl_cpu.train_step(straight, batch_for(step, setup, cfg), loss_fn)
+
+    cfg, setup, resumed = build(model_path, *overrides)
+    resumed.load_checkpoint(ckpt, del_local_after_load=False)
+    for key, v in saved_state.items():
+        assert torch.equal(resumed.clipper.state[key], v), key
+    assert int(resumed.clipper.state["step"]) == k and resumed.training_progress() == pytest.approx(
+        k / (k + more)
+    )
+    loss_fn = verl_cpu.ppo_loss_fn(setup)
+    for step in range(k, k + more):
+        verl_cpu.train_step(resumed, batch_for(step, setup, cfg), loss_fn)
+
+    for key, v in straight.clipper.state.items():
+        torch.testing.assert_close(resumed.clipper.state[key], v, rtol=1e-6, atol=0)
+    a, b = verl_cpu.full_params(straight), verl_cpu.full_params(resumed)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_stopped_and_resumed_run_continues_exactly(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    ckpt = tmp_path / "global_step_2" / "actor"
+    run_distributed(_resume_is_exact, world, model_path, str(ckpt))
+    files = sorted(p.name for p in ckpt.iterdir() if p.name.startswith("clip_state"))
+    assert files == [f"clip_state_world_size_{world}_rank_{r}.pt" for r in range(world)]
+
+
+def _missing_state_is_refused(rank: int, world: int, model_path: str, ckpt: str) -> None:
+    verl_cpu.use_cpu_platform()
+    cfg, setup, engine = build(model_path, "actor_rollout_ref.actor.clip=aggc")
+    verl_cpu.train_step(engine, batch_for(0, setup, cfg), verl_cpu.ppo_loss_fn(setup))
+    engine.save_checkpoint(ckpt, global_step=1)
+    import os
+
+    os.remove(os.path.join(ckpt, "clip_state_world_size_1_rank_0.pt"))
+    with pytest.raises(FileNotFoundError, match="no clipper state.*restart the clip EMA at 0"):
+        engine.load_checkpoint(ckpt, del_local_after_load=False)
+
+
+def test_checkpoint_without_clip_state_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    run_distributed(_missing_state_is_refused, 1, model_path, str(tmp_path / "ckpt"))
