@@ -181,7 +181,7 @@ def _missing_state_is_refused(rank: int, world: int, model_path: str, ckpt: str)
     import os
 
     os.remove(os.path.join(ckpt, "clip_state_world_size_1_rank_0.pt"))
-    with pytest.raises(FileNotFoundError, match="no clipper state.*restart the clip EMA at 0"):
+    with pytest.raises(FileNotFoundError, match=r"no clipper state.*restart the clip EMA at 0"):
         engine.load_checkpoint(ckpt, del_local_after_load=False)
 
 
