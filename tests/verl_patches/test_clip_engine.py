@@ -189,3 +189,56 @@ def test_checkpoint_without_clip_state_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
     model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_missing_state_is_refused, 1, model_path, str(tmp_path / "ckpt"))
+
+
+def _worker_round_trip(model_path: str, ckpt_root: str, world: int) -> dict:
+    import ray
+
+    verl_cpu.use_cpu_platform()
+    cfg = clip_config(model_path, "actor_rollout_ref.actor.clip=aggc")
+    verl_cpu.start_ray_on_cpu(num_workers=world)
+    try:
+        group = verl_cpu.actor_worker_group(cfg, world)
+        group.init_model()
+        batch = lambda seed: verl_cpu.to_update_actor_batch(  # noqa: E731
+            verl_cpu.make_padded_batch(
+                VOCAB_SIZE, batch_size=cfg.actor_rollout_ref.actor.ppo_mini_batch_size, seed=seed
+            ),
+            cfg,
+        )
+        from verl.utils import tensordict_utils as tu
+
+        metrics = tu.get(group.update_actor(batch(0)), "metrics")
+        group.save_checkpoint(f"{ckpt_root}/saved", global_step=1)
+        group.update_actor(batch(1))
+        group.save_checkpoint(f"{ckpt_root}/after_update", global_step=2)
+        group.load_checkpoint(f"{ckpt_root}/saved")
+        group.save_checkpoint(f"{ckpt_root}/restored", global_step=1)
+        return {
+            key: [float(v) for v in val]
+            for key, val in metrics.items()
+            if key.startswith(("clip/", "grad_norm"))
+        }
+    finally:
+        ray.shutdown()
+
+
+def test_actor_rollout_ref_worker_saves_and_restores_the_clipper_state(tmp_path):
+    world = 2
+    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    metrics = verl_cpu.run_in_fresh_process(
+        _worker_round_trip, model_path, str(tmp_path), world, env={"VERL_PLATFORM": "cpu"}
+    )
+    # The worker returns them unprefixed; the trainer logs them as actor/clip/...
+    assert "clip/norm/q_proj" in metrics and "clip/scale/down_proj" in metrics and "clip/band_high" in metrics
+    assert metrics["grad_norm"][0] == pytest.approx(metrics["clip/total_norm_pre"][0], rel=1e-6)
+    for rank in range(world):
+        name = f"clip_state_world_size_{world}_rank_{rank}.pt"
+        saved, after, restored = (
+            torch.load(tmp_path / d / name) for d in ("saved", "after_update", "restored")
+        )
+        assert saved["groups"] == restored["groups"] and "q_proj" in saved["groups"]
+        for key, tensor in saved["state"].items():
+            assert torch.equal(restored["state"][key], tensor), key
+        assert int(after["state"]["step"]) == int(saved["state"]["step"]) + 1
+        assert not torch.equal(after["state"]["ema"], saved["state"]["ema"])
