@@ -35,6 +35,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.clip_step --out bench/results/clip_step_cpu.json
+	$(PY) -m bench.engine_step --out bench/results/engine_step_cpu.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

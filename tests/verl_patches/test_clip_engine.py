@@ -242,3 +242,24 @@ def test_actor_rollout_ref_worker_saves_and_restores_the_clipper_state(tmp_path)
             assert torch.equal(restored["state"][key], tensor), key
         assert int(after["state"]["step"]) == int(saved["state"]["step"]) + 1
         assert not torch.equal(after["state"]["ema"], saved["state"]["ema"])
+
+
+def _lora_groups(rank: int, world: int, model_path: str) -> None:
+    verl_cpu.use_cpu_platform()
+    cfg, setup, engine = build(
+        model_path,
+        "actor_rollout_ref.actor.clip=aggc",
+        "actor_rollout_ref.model.lora_rank=4",
+        "actor_rollout_ref.model.lora_alpha=8",
+    )
+    projections = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(engine.clipper.groups) == projections
+    assert all(".lora_" in name for name in engine.clipper.param_names)
+    metrics = verl_cpu.train_step(engine, batch_for(0, setup, cfg), verl_cpu.ppo_loss_fn(setup))
+    assert {k.split("/")[-1] for k in metrics if k.startswith("clip/norm/")} == projections
+
+
+def test_lora_groups_are_the_adapted_projections(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    run_distributed(_lora_groups, 1, model_path)
