@@ -1,6 +1,6 @@
 """verl plugin entry point (group ``verl.plugins``): loaded by every ``import verl``, driver and Ray workers.
 
-It stays light: it registers the CPU platform when ``VERL_PLATFORM=cpu`` (that must happen before
+It stays light: it registers the CPU platform and rollout when ``VERL_PLATFORM=cpu`` (that must happen before
 verl resolves its platform singleton, i.e. before verl's engine modules are imported). The
 ``aggc_fsdp2`` engine registers itself when the actor config that selects it is built
 (``verl_patches.actor_config``), in the driver and in each worker, so importing verl stays cheap.
@@ -16,11 +16,13 @@ import os
 
 
 def load() -> None:
-    """Register the CPU platform when ``VERL_PLATFORM=cpu``; idempotent."""
+    """Register the CPU platform and the ``hf_cpu`` rollout when ``VERL_PLATFORM=cpu``; idempotent."""
     if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
         from verl_patches.cpu_platform import register_cpu_platform
+        from verl_patches.cpu_rollout import register_cpu_rollout
 
         register_cpu_platform()
+        register_cpu_rollout()
 
 
 load()

@@ -1,0 +1,278 @@
+"""A CPU rollout backend for verl 0.9.1: Hugging Face transformers generation behind verl's server protocol.
+
+verl 0.9.1 registers only vLLM, SGLang and TensorRT-LLM rollouts, so its trainer cannot run without a
+GPU. This module adds ``actor_rollout_ref.rollout.name=hf_cpu`` through verl's two rollout registries
+(``RolloutReplicaRegistry`` for the replica/server side, the rollout class registry
+``verl.workers.rollout.base._ROLLOUT_REGISTRY`` for the adapter living in each trainer worker):
+
+- :class:`HFGenerationServer` (one Ray actor per replica) holds an HF model on the CPU and answers
+  verl's token-in/token-out ``generate`` with temperature, top-p, top-k, a max-new-token budget and
+  per-token log-probabilities, like verl's vLLM server; ``update_weights`` loads the actor's weights.
+- :class:`HFRolloutReplica` launches that server for each replica (hybrid mode: colocated with the
+  trainer workers, weights synchronised after every update with verl's ``naive`` checkpoint engine).
+- :class:`HFServerAdapter` is what verl's ``ActorRolloutRefWorker`` builds as ``self.rollout``: it
+  forwards the actor's weights to its replica's server.
+
+Written for verl 0.9.1 (workers/rollout/replica.py, base.py, llm_server.py); the server mirrors the
+method set verl calls on ``vLLMHttpServer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import ray
+import torch
+
+from verl_patches import require_verl
+
+require_verl(__name__)
+
+from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
+from verl.workers.config import HFModelConfig  # noqa: E402
+from verl.workers.rollout import base as rollout_base  # noqa: E402
+from verl.workers.rollout.base import BaseRollout  # noqa: E402
+from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+ROLLOUT_NAME = "hf_cpu"
+SERVER_NAME = "hf_cpu_server_{replica}"
+
+
+def _server_name(replica_rank: int) -> str:
+    return SERVER_NAME.format(replica=replica_rank)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask everything outside the top-k tokens and outside the top-p nucleus (with -inf)."""
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0.0 < top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the mass before it already reaches top_p (the first token always stays).
+        drop = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+class HFGenerationServer:
+    """An HF causal LM on the CPU that answers verl's rollout-server calls (one per replica)."""
+
+    def __init__(
+        self, model_path: str, prompt_length: int, response_length: int, max_model_len: int | None
+    ) -> None:
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32)
+        self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.model.config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.response_length = response_length
+        self.max_model_len = max_model_len or (prompt_length + response_length)
+        # The trainer step whose weights are loaded (verl tags each trajectory with it); 0 = initial weights.
+        self.global_steps = 0
+        self.weight_version = 0
+        self._lock = asyncio.Lock()
+
+    # -- generation ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _sample(self, prompt_ids: list[int], params: dict[str, Any], request_id: str) -> TokenOutput:
+        budget = self.max_model_len - len(prompt_ids)
+        if budget < 1:
+            raise ValueError(
+                f"prompt of {len(prompt_ids)} tokens leaves no room to generate within max_model_len={self.max_model_len}"
+            )
+        max_new = params.get("max_tokens", params.get("max_new_tokens", self.response_length))
+        max_new = max(1, min(int(max_new), budget))
+        temperature = float(params.get("temperature", 1.0))
+        top_k = int(params.get("top_k", -1) or -1)
+        top_p = float(params.get("top_p", 1.0))
+        want_logprobs = params.get("logprobs") not in (None, False)
+        seed = params.get("seed")
+        gen = torch.Generator().manual_seed(int(seed) if seed is not None else hash(request_id) % (2**63))
+
+        ids = torch.tensor([prompt_ids], dtype=torch.long)
+        out = self.model(input_ids=ids, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1, :]
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        for _ in range(max_new):
+            if temperature <= 0:  # greedy
+                token = int(logits.argmax(-1))
+                scaled = logits
+            else:
+                scaled = logits / temperature
+                probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
+                token = int(torch.multinomial(probs, 1, generator=gen))
+            tokens.append(token)
+            if want_logprobs:
+                logprobs.append(float(torch.log_softmax(scaled.float(), dim=-1)[0, token]))
+            if token in self.eos_ids:
+                break
+            out = self.model(input_ids=torch.tensor([[token]]), past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[:, -1, :]
+        return TokenOutput(
+            token_ids=tokens,
+            log_probs=logprobs if want_logprobs else None,
+            stop_reason="completed",
+            extra_fields={"global_steps": self.global_steps},
+        )
+
+    async def generate(
+        self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **kwargs: Any
+    ):
+        """Token-in/token-out generation, as verl's ``vLLMHttpServer.generate``."""
+        unsupported = {k for k in ("image_data", "video_data", "audio_data") if kwargs.get(k) is not None}
+        if unsupported:
+            raise NotImplementedError(f"the {ROLLOUT_NAME} rollout is text-only; got {sorted(unsupported)}")
+        async with self._lock:  # one forward at a time; weights never change mid-request
+            return await asyncio.to_thread(self._sample, list(prompt_ids), dict(sampling_params), request_id)
+
+    # -- weights -----------------------------------------------------------------------------------------------
+
+    async def update_weights(self, state: dict[str, torch.Tensor], global_steps: int | None = None) -> int:
+        """Load the actor's (full, HF-named) weights; every name must be known to the model."""
+        async with self._lock:
+            own = dict(self.model.named_parameters())
+            unknown = sorted(set(state) - set(own) - {n for n, _ in self.model.named_buffers()})
+            if unknown:
+                raise KeyError(f"weights not in the rollout model: {unknown[:5]}")
+            missing = sorted(set(own) - set(state))
+            tied = getattr(self.model.config, "tie_word_embeddings", False)
+            if missing and not (tied and missing == ["lm_head.weight"]):
+                raise KeyError(f"weight update is missing {missing[:5]}")
+            with torch.no_grad():
+                for name, tensor in state.items():
+                    own[name].copy_(tensor.to(own[name].dtype))
+            self.weight_version += 1
+            if global_steps is not None:
+                self.global_steps = global_steps
+            return self.weight_version
+
+    async def get_weight_version(self) -> int:
+        return self.weight_version
+
+    # -- what verl's replica/manager calls on a server; nothing to free on the CPU --------------------------------
+
+    async def wake_up(self, tags: list[str] | None = None) -> None:
+        return None
+
+    async def sleep(self) -> None:
+        return None
+
+    async def clear_kv_cache(self) -> None:
+        return None
+
+    async def release_kv_cache(self) -> None:
+        return None
+
+    async def resume_kv_cache(self) -> None:
+        return None
+
+    async def set_global_steps(self, global_steps: int) -> None:
+        self.global_steps = global_steps
+
+    async def wait_for_requests_to_drain(self) -> None:
+        async with self._lock:
+            return None
+
+    async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
+        return {"aborted_count": 0, "request_ids": []}
+
+    async def resume_generation(self) -> None:
+        return None
+
+    async def start_profile(self, **kwargs: Any) -> None:
+        return None
+
+    async def stop_profile(self) -> None:
+        return None
+
+
+class HFRolloutReplica(RolloutReplica):
+    """One CPU generation server per replica, launched beside the (hybrid) trainer workers."""
+
+    async def launch_servers(self) -> None:
+        if self.world_size != 1:
+            raise ValueError(
+                f"{ROLLOUT_NAME}: one process per replica only; set actor_rollout_ref.rollout.tensor_model_parallel_size=1 "
+                f"(and data/pipeline parallel 1), got a replica world size of {self.world_size}"
+            )
+        name = _server_name(self.replica_rank)
+        server_cls = ray.remote(HFGenerationServer)
+        model_config = omega_conf_to_dataclass(self.model_config, dataclass_type=HFModelConfig)
+        server = server_cls.options(name=name, num_cpus=0, max_concurrency=self.max_concurrency).remote(
+            model_path=model_config.local_path,
+            prompt_length=self.config.prompt_length,
+            response_length=self.config.response_length,
+            max_model_len=self.config.max_model_len,
+        )
+        await server.get_weight_version.remote()  # surfaces a failed model load here
+        self.servers = [server]
+        self._server_handle = server
+        self._server_address = f"{ROLLOUT_NAME}://replica-{self.replica_rank}"
+
+    def rollout_worker_use_gpu(self) -> bool:
+        return False
+
+
+class HFServerAdapter(BaseRollout):
+    """Lives in each trainer worker (``ActorRolloutRefWorker.rollout``); forwards weight updates to the server."""
+
+    def __init__(self, config, model_config, device_mesh, replica_rank: int = -1) -> None:
+        super().__init__(config, model_config, device_mesh)
+        rank = int(os.environ.get("RANK", "0"))
+        per_replica = (
+            self.config.tensor_model_parallel_size
+            * self.config.data_parallel_size
+            * self.config.pipeline_model_parallel_size
+        )
+        self.replica_rank = rank // per_replica if replica_rank == -1 else replica_rank
+        self.is_leader_rank = rank % per_replica == 0
+        self._server: ray.actor.ActorHandle | None = None
+
+    def _server_handle(self) -> ray.actor.ActorHandle:
+        if self._server is None:
+            self._server = ray.get_actor(_server_name(self.replica_rank))
+        return self._server
+
+    async def resume(self, tags: list[str]) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+    async def update_weights(self, weights, wire_format: str = "named_tensors", **kwargs: Any) -> None:
+        if wire_format != "named_tensors":
+            raise NotImplementedError(
+                f"{ROLLOUT_NAME}: wire_format={wire_format!r}; allowed: 'named_tensors'"
+            )
+        if kwargs.get("peft_config") is not None:
+            raise NotImplementedError(
+                f"{ROLLOUT_NAME}: LoRA adapters are not synced to the CPU rollout; set actor_rollout_ref.model.lora.merge=true"
+            )
+        # Every rank drains the generator: for FSDP it gathers full tensors collectively.
+        state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights}
+        if self.is_leader_rank:
+            await self._server_handle().update_weights.remote(state, kwargs.get("global_steps"))
+
+
+def _load_replica() -> type[RolloutReplica]:
+    return HFRolloutReplica
+
+
+def register_cpu_rollout() -> None:
+    """Make ``actor_rollout_ref.rollout.name=hf_cpu`` resolvable by verl; idempotent."""
+    RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
+    rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{__name__}.HFServerAdapter"
