@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 CONSTRAINTS ?= constraints/cpu.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint format bench clean
+.PHONY: venv test lint format bench demo clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+# GRPO on CPU through verl's real trainer, clip=global vs clip=aggc, then the stability report.
+# FAST=1: a 3-step smoke run.
+demo: $(STAMP)
+	$(PY) -m aggc_rl.demo --out $(or $(OUT),outputs/demo$(if $(FAST),-fast)) $(if $(FAST),--fast)
 
 bench: $(STAMP)
 	$(PY) -m bench.clip_step --out bench/results/clip_step_cpu.json

@@ -127,7 +127,7 @@ def warm_start(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 20 == 0 or step == steps - 1:
             print(
                 f"warm-start step {step + 1}/{steps}  loss {loss:.3f}  ({time.time() - t0:.0f}s)", flush=True

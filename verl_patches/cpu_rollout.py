@@ -71,7 +71,7 @@ class HFGenerationServer:
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -83,6 +83,8 @@ class HFGenerationServer:
         self.global_steps = 0
         self.weight_version = 0
         self._lock = asyncio.Lock()
+        # How often each (prompt, weights) pair was sampled: with it, seeds do not depend on arrival order.
+        self._draws: dict[tuple[int, int], int] = {}
 
     # -- generation ------------------------------------------------------------------------------------------
 
@@ -99,8 +101,7 @@ class HFGenerationServer:
         top_k = int(params.get("top_k", -1) or -1)
         top_p = float(params.get("top_p", 1.0))
         want_logprobs = params.get("logprobs") not in (None, False)
-        seed = params.get("seed")
-        gen = torch.Generator().manual_seed(int(seed) if seed is not None else hash(request_id) % (2**63))
+        gen = torch.Generator().manual_seed(self._seed_for(prompt_ids, params.get("seed")))
 
         ids = torch.tensor([prompt_ids], dtype=torch.long)
         out = self.model(input_ids=ids, use_cache=True)
@@ -129,6 +130,19 @@ class HFGenerationServer:
             extra_fields={"global_steps": self.global_steps},
         )
 
+    def _seed_for(self, prompt_ids: list[int], seed: int | None) -> int:
+        """The caller's seed, else one derived from (prompt, weights version, k-th draw of that pair).
+
+        Two runs from the same weights and data then sample the same responses, whatever order the
+        agent loop's concurrent requests arrive in: the arms of a comparison start identically.
+        """
+        if seed is not None:
+            return int(seed)
+        key = (hash(tuple(prompt_ids)), self.global_steps)
+        k = self._draws.get(key, 0)
+        self._draws[key] = k + 1
+        return hash((*key, k)) % (2**63)
+
     async def generate(
         self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **kwargs: Any
     ):
@@ -156,6 +170,7 @@ class HFGenerationServer:
                 for name, tensor in state.items():
                     own[name].copy_(tensor.to(own[name].dtype))
             self.weight_version += 1
+            self._draws.clear()
             if global_steps is not None:
                 self.global_steps = global_steps
             return self.weight_version

@@ -137,16 +137,47 @@ def group_names(metrics: Metrics, prefix: str) -> list[str]:
 def group_matrix(metrics: Metrics, prefix: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(groups, steps, values[group, step]) over every step from the first to the last logged one.
 
-    Steps a group was not logged at are NaN, as are non-finite values.
+    NaN where a group was not logged at a step; +inf where it was logged but not finite (``null``, NaN or
+    inf), so a picture can tell "not logged" from "blew up".
     """
     groups = group_names(metrics, prefix)
     if not groups:
         return [], np.zeros(0, dtype=int), np.zeros((0, 0))
-    frame = pd.DataFrame({g: metrics[prefix + g] for g in groups})
-    steps = np.arange(int(frame.index.min()), int(frame.index.max()) + 1)
-    values = frame.reindex(steps).to_numpy(dtype=float, copy=True).T
-    values[~np.isfinite(values)] = np.nan
+    series = [metrics[prefix + g] for g in groups]
+    first = min(int(s.index.min()) for s in series if len(s))
+    last = max(int(s.index.max()) for s in series if len(s))
+    steps = np.arange(first, last + 1)
+    values = np.full((len(groups), len(steps)), np.nan)
+    for row, s in enumerate(series):
+        logged = s.to_numpy(dtype=float)
+        values[row, s.index.to_numpy(dtype=int) - first] = np.where(np.isfinite(logged), logged, np.inf)
     return groups, steps, values
+
+
+def bin_columns(values: np.ndarray, max_columns: int, around: float | None = None) -> tuple[np.ndarray, int]:
+    """Merge adjacent step columns into at most ``max_columns`` bins, keeping each bin's extreme value.
+
+    A picture has fewer pixel columns than a long run has steps; plain resampling drops columns and with
+    them one-step spikes. ``around=None`` keeps each bin's maximum (norms); ``around=c`` keeps the value
+    farthest from ``c`` (scales, c = 1). NaN (not logged) is ignored unless the whole bin is NaN; +inf (not
+    finite) wins its bin. Returns (binned values, bin size).
+    """
+    if max_columns < 1:
+        raise ValueError(f"max_columns must be >= 1, got {max_columns}")
+    groups, columns = values.shape
+    size = max(1, -(-columns // max_columns))
+    if size == 1:
+        return values, 1
+    bins = -(-columns // size)
+    padded = np.full((groups, bins * size), np.nan)
+    padded[:, :columns] = values
+    blocks = padded.reshape(groups, bins, size)
+    empty = np.all(np.isnan(blocks), axis=2)
+    distance = blocks if around is None else np.abs(blocks - around)
+    pick = np.argmax(np.where(np.isnan(blocks), -np.inf, distance), axis=2)
+    out = np.take_along_axis(blocks, pick[..., None], axis=2)[..., 0]
+    out[empty] = np.nan
+    return out, size
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``python -m aggc_rl.report``: plots and tables comparing the stability of several verl runs."""
+"""Plots and tables comparing the training stability of several verl runs (``python -m aggc_rl.report``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from aggc_rl.report import analysis, markdown
 from aggc_rl.report.labels import parse_labels, unique_labels
 from aggc_rl.report.logs import RunLog, RunLogError, load_run
 
+DEFAULT_DPI = 100
+
 
 @dataclass(frozen=True)
 class ReportConfig:
@@ -23,7 +25,7 @@ class ReportConfig:
     labels: tuple[str, ...]
     spike_factor: float = analysis.SPIKE_FACTOR
     spike_window: int = analysis.SPIKE_WINDOW
-    dpi: int = 100
+    dpi: int = DEFAULT_DPI
 
 
 @dataclass
@@ -74,21 +76,33 @@ def build_report(config: ReportConfig) -> Report:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aggc_rl.report", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "runs", nargs="+", type=Path, metavar="RUN",
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
         help="a verl file-logger JSONL, a TensorBoard event file, or a directory holding one run's logs",
-    )  # fmt: skip
-    parser.add_argument("--out", type=Path, required=True, help="directory for report.md and the PNGs")
-    parser.add_argument("--labels", help="comma-separated run names (default: from the paths)")
-    parser.add_argument("--spike-factor", type=float, default=analysis.SPIKE_FACTOR,
-                        help="spike = grad norm > FACTOR x median of the previous WINDOW steps (default 3)")  # fmt: skip
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="directory for report.md and PNGs"
+    )
+    parser.add_argument("--labels", metavar="A,B", help="comma-separated run names (default: from the paths)")
+    parser.add_argument(
+        "--spike-factor",
+        type=float,
+        default=analysis.SPIKE_FACTOR,
+        help="spike = grad norm > FACTOR x median of the previous WINDOW steps (default 3)",
+    )
     parser.add_argument("--spike-window", type=int, default=analysis.SPIKE_WINDOW, help="(default 20)")
-    parser.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
+    parser.add_argument(
+        "--dpi", type=int, default=DEFAULT_DPI, help=f"PNG resolution (default {DEFAULT_DPI})"
+    )
     args = parser.parse_args(argv)
     if not 20 <= args.dpi <= 600:
         parser.error(f"--dpi {args.dpi}: allowed 20..600")
     if args.spike_factor <= 0 or args.spike_window < 1:
         parser.error(
-            f"--spike-factor must be > 0 and --spike-window >= 1 (got {args.spike_factor}, {args.spike_window})"
+            f"--spike-factor must be > 0 and --spike-window >= 1 "
+            f"(got {args.spike_factor}, {args.spike_window})"
         )
     try:
         labels = parse_labels(args.labels, len(args.runs)) or unique_labels(args.runs)

@@ -23,9 +23,11 @@ def parse_labels(spec: str | None, count: int, what: str = "runs") -> list[str] 
 
 
 def unique_labels(paths: Sequence[str | Path]) -> list[str]:
-    """The shortest tail of each path that tells the paths apart, e.g. for verl's merged checkpoints
-    ``[runs/a/global_step_50/huggingface, runs/b/global_step_50/huggingface]`` -> ``[a/global_step_50/huggingface,
-    b/global_step_50/huggingface]``. A ``.jsonl`` file is named by its stem; a path given twice gets ``#2``.
+    """The shortest tail of each path that tells the paths apart.
+
+    ``[runs/a/step_50/merged, runs/b/step_50/merged]`` -> ``[a/step_50/merged, b/step_50/merged]``; a
+    ``.jsonl`` file is named by its stem (``aggc/gsm8k_global.jsonl`` -> ``gsm8k_global``); a path given
+    twice gets ``#2``.
     """
     parts = []
     for path in paths:

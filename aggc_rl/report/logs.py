@@ -159,7 +159,7 @@ def _to_series(by_step: dict[int, dict[str, float]]) -> dict[str, pd.Series]:
 
 
 def find_sources(path: Path) -> tuple[list[Path], list[Path]]:
-    """(verl JSONL logs, TensorBoard event files) for a run argument: a file, or a directory searched recursively."""
+    """(verl JSONL logs, TensorBoard event files) of a run argument: a file, or a directory searched deep."""
     if not path.exists():
         raise RunLogError(f"run path does not exist: {path}")
     if path.is_file():
@@ -173,7 +173,8 @@ def find_sources(path: Path) -> tuple[list[Path], list[Path]]:
     if len(jsonl) > 1:
         listed = ", ".join(str(p) for p in jsonl)
         raise RunLogError(
-            f"{path} holds {len(jsonl)} verl logs ({listed}); pass each as its own run argument to compare them"
+            f"{path} holds {len(jsonl)} verl logs ({listed}); "
+            "pass each as its own run argument to compare them"
         )
     if not jsonl and not events:
         raise RunLogError(f"no log found under {path}: {NO_LOG_HINT}")

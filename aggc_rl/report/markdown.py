@@ -107,15 +107,15 @@ def comparison_table(summaries: Sequence[RunSummary]) -> str:
 
 def definitions(factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> str:
     """The footnote that says what the numbers mean."""
-    return "\n".join(
-        [
-            f"- **spike**: a step whose finite `actor/grad_norm` (pre-clip) exceeds {factor:g}x the median of the "
-            f"previous {window} finite values; judged from the {window + 1}st finite value on; every spiking "
-            "step counts.",
-            "- **skipped**: `actor/clip/skipped` == 1 or a non-finite `actor/grad_norm` (the update was not applied).",
-            "- **reward at x%**: `critic/score/mean` (else `critic/rewards/mean`) at the first logged step >= "
-            "x times the last step.",
-            "- **validation**: verl's `val-core/<data_source>/acc/mean@N` (`reward` when no `acc` is logged); "
-            "best = highest value, final = last logged.",
-        ]
-    )
+    lines = [
+        f"- **spike**: a step whose finite `actor/grad_norm` (pre-clip) exceeds {factor:g}x the median of "
+        f"the previous {window} finite values; judged only once {window} earlier finite values exist; "
+        "every spiking step counts.",
+        "- **skipped**: `actor/clip/skipped` == 1 or a non-finite `actor/grad_norm` "
+        "(the update was not applied).",
+        "- **reward at x%**: `critic/score/mean` (else `critic/rewards/mean`) at the first logged step "
+        ">= x times the last step.",
+        "- **validation**: verl's `val-core/<data_source>/acc/mean@N` (`reward` when no `acc` is "
+        "logged); best = highest value, final = last logged.",
+    ]
+    return "\n".join(lines)

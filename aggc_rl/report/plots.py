@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
@@ -24,6 +25,11 @@ from aggc_rl.report.logs import RunLog
 DPI = 100
 STEP_LABEL = "training step"
 MAX_GROUP_TICKS = 40
+# Heat-map columns at most; longer runs are binned so that one-step spikes stay visible.
+MAX_HEATMAP_COLUMNS = 600
+# The grad-norm axis reaches this factor above the highest value, so the legend never hides a spike.
+LEGEND_HEADROOM = 4.0
+NOT_FINITE_RGBA = (1.0, 0.0, 1.0, 1.0)  # magenta
 # Colour i goes to run i in every figure, so a run keeps its colour across pictures.
 COLORS = [f"C{i}" for i in range(10)]
 
@@ -91,7 +97,6 @@ def draw_metric(
     title: str,
     ylabel: str,
     smoothed: bool = True,
-    log_y: bool = False,
 ) -> None:
     """One line per run of the first of ``keys`` it logged; raw thin, rolling mean thick when ``smoothed``."""
     found = [(i, run, analysis.first_present(run.metrics, keys)) for i, run in enumerate(runs)]
@@ -112,10 +117,16 @@ def draw_metric(
                 series.index, series.to_numpy(), color=color(i), linewidth=1.2, label=run.label, marker="."
             )
     if smoothed and window > 1:
-        ax.text(0.99, 0.01, "thin: raw, thick: rolling mean", transform=ax.transAxes, fontsize=7,
-                color="0.4", ha="right", va="bottom")  # fmt: skip
-    if log_y:
-        plain_log_axis(ax)
+        ax.text(
+            0.99,
+            0.01,
+            "thin: raw, thick: rolling mean",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.4",
+            ha="right",
+            va="bottom",
+        )
     ax.set_xlabel(STEP_LABEL)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -135,8 +146,15 @@ def draw_validation(ax: Axes, runs: Sequence[RunLog]) -> None:
             series = run.metrics[key]
             source = key.removeprefix("val-core/")
             label = run.label if len(keys) == 1 else f"{run.label}: {source}"
-            ax.plot(series.index, series.to_numpy(), color=color(i), marker="o", markersize=4,
-                    linestyle=["-", "--", ":", "-."][j % 4], label=label)  # fmt: skip
+            ax.plot(
+                series.index,
+                series.to_numpy(),
+                color=color(i),
+                marker="o",
+                markersize=4,
+                linestyle=["-", "--", ":", "-."][j % 4],
+                label=label,
+            )
             drawn = True
     if not drawn:
         not_logged(ax, title, ["val-core/<data_source>/acc/mean@N"])
@@ -166,20 +184,36 @@ def draw_grad_norm(
         series = run.metrics[key]
         spikes = analysis.find_spikes(series, factor, window)
         skipped = analysis.skipped_steps(run.metrics)
-        ax.plot(series.index, series.to_numpy(), color=color(i), linewidth=1.0,
-                label=f"{run.label}: {plural(len(spikes), 'spike')}, {len(skipped)} skipped")  # fmt: skip
+        ax.plot(
+            series.index,
+            series.to_numpy(),
+            color=color(i),
+            linewidth=1.0,
+            label=f"{run.label}: {plural(len(spikes), 'spike')}, {len(skipped)} skipped",
+        )
         if spikes:
-            ax.scatter(spikes, series.loc[spikes].to_numpy(), s=50, facecolors="none", edgecolors=color(i),
-                       linewidths=1.5, zorder=3)  # fmt: skip
+            ax.scatter(
+                spikes,
+                series.loc[spikes].to_numpy(),
+                s=50,
+                facecolors="none",
+                edgecolors=color(i),
+                linewidths=1.5,
+                zorder=3,
+            )
         for step in skipped:
             ax.axvline(step, color=color(i), linestyle="--", linewidth=1.0, alpha=0.7)
     plain_log_axis(ax)
+    finite = np.concatenate([run.metrics[key].to_numpy(dtype=float) for _, run in present])
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    if finite.size:  # headroom above the highest spike for the legend
+        ax.set_ylim(top=float(finite.max()) * LEGEND_HEADROOM)
     ax.set_title(f"{title} ({key}); o = spike (> {factor:g}x median of previous {window}), -- = skipped step")
     ax.title.set_fontsize(10)
     ax.set_xlabel(STEP_LABEL)
     ax.set_ylabel("L2 norm (log scale)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     _missing_note(ax, [run.label for run in runs if key not in run.metrics])
 
 
@@ -197,10 +231,15 @@ def draw_group_heatmap(fig: Figure, ax: Axes, run: RunLog, prefix: str, x_label:
     what = "pre-clip norm" if is_norm else "scale applied (<1 cut, >1 raised)"
     title = f"{run.label}: per-group {what}"
     groups, steps, values = analysis.group_matrix(run.metrics, prefix)
-    finite = values[np.isfinite(values)]
-    if not groups or finite.size == 0:
+    if not groups or np.isnan(values).all():
         not_logged(ax, title, [prefix + "<group>"])
         return
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:  # every logged value was non-finite: only the overlay will show
+        finite = np.ones(1)
+    # Norms: the largest in each bin; scales: the one farthest from 1 (the strongest action).
+    values, bin_size = analysis.bin_columns(values, MAX_HEATMAP_COLUMNS, around=None if is_norm else 1.0)
+    binned = f", {'max' if is_norm else 'farthest from 1'} per {bin_size} steps" if bin_size > 1 else ""
     if is_norm:
         positive = finite[finite > 0]
         low = positive.min() if positive.size else 1e-12
@@ -212,17 +251,21 @@ def draw_group_heatmap(fig: Figure, ax: Axes, run: RunLog, prefix: str, x_label:
     else:
         norm = TwoSlopeNorm(vcenter=1.0, vmin=min(finite.min(), 0.999), vmax=max(finite.max(), 1.001))
         cmap, label = "RdBu", "scale (red cut, blue raised)"
+    blown_up = np.isinf(values)
     image = ax.imshow(
         np.ma.masked_invalid(values),
         aspect="auto",
         interpolation="nearest",
-        cmap=cmap,
+        cmap=colormaps[cmap].with_extremes(bad="0.85"),
         norm=norm,
-        extent=(steps[0] - 0.5, steps[-1] + 0.5, len(groups) - 0.5, -0.5),
+        extent=(steps[0] - 0.5, steps[0] - 0.5 + values.shape[1] * bin_size, len(groups) - 0.5, -0.5),
     )
-    image.cmap.set_bad("0.85")
+    if blown_up.any():  # logged but not finite: drawn over the map in one loud colour
+        overlay = np.zeros((*values.shape, 4))
+        overlay[blown_up] = NOT_FINITE_RGBA
+        ax.imshow(overlay, aspect="auto", interpolation="nearest", extent=image.get_extent())
     fig.colorbar(image, ax=ax, label=label, pad=0.01)
-    ax.set_title(f"{title} ({prefix}*; grey = not logged / not finite)", fontsize=10)
+    ax.set_title(f"{title} ({prefix}*{binned}; grey = not logged, magenta = not finite)", fontsize=10)
     if x_label:
         ax.set_xlabel(STEP_LABEL)
     _group_ticks(ax, groups)

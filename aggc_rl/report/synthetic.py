@@ -23,9 +23,19 @@ from typing import Any
 import numpy as np
 
 GROUPS = (
-    "embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-    "input_layernorm", "post_attention_layernorm", "norm", "lm_head",
-)  # fmt: skip
+    "embed_tokens",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "input_layernorm",
+    "post_attention_layernorm",
+    "norm",
+    "lm_head",
+)
 VAL_KEY = "val-core/openai/gsm8k/acc/mean@1"
 # How much larger than the whole baseline gradient a spiking group's norm is (total rises ~this much).
 SPIKE_SIZE = 10.0
@@ -153,8 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = SyntheticRun(**{**run.__dict__, "steps": args.steps})
         except ValueError as err:
             parser.error(f"--steps {args.steps}: {err}")
-        print(f"{write_jsonl(records(run), args.out / f'{name}.jsonl')}: {args.steps} steps, spikes at "
-              f"{list(run.spikes)}, skipped {list(run.skipped)}")  # fmt: skip
+        print(
+            f"{write_jsonl(records(run), args.out / f'{name}.jsonl')}: {args.steps} steps, spikes at "
+            f"{list(run.spikes)}, skipped {list(run.skipped)}"
+        )
     return 0
 
 

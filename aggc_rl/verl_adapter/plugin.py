@@ -16,7 +16,10 @@ import os
 
 
 def load() -> None:
-    """Register the CPU platform and the ``hf_cpu`` rollout when ``VERL_PLATFORM=cpu``; idempotent."""
+    """Keep file-logger metrics across resumes; with ``VERL_PLATFORM=cpu`` register the CPU platform and rollout."""
+    from verl_patches.file_logger import append_file_logger
+
+    append_file_logger()
     if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
         from verl_patches.cpu_platform import register_cpu_platform
         from verl_patches.cpu_rollout import register_cpu_rollout

@@ -1,0 +1,242 @@
+"""``python -m aggc_rl.demo``: verl's real GRPO trainer on a CPU, global-norm vs AGGC, then the stability report.
+
+What runs is the whole pipeline, unchanged from a GPU cluster except for the CPU platform and rollout:
+Ray, verl's v1 trainer and agent loop, the ``hf_cpu`` rollout, the Knights-and-Knaves reward, GRPO
+advantages, the actor update with our clipping, checkpoints. A tiny Qwen2 is built locally and
+warm-started on the task's answer format, so sampling earns some reward from the first step; each arm
+then trains from the same model, seed and data. Everything lands under ``--out``:
+
+    model/            the warm-started tiny policy            data/   K&K parquet (2 people)
+    <arm>/metrics.jsonl  verl's file logger                     <arm>/ckpt/  verl checkpoints
+    report/           stability plots (PNG) and report.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aggc_rl.rewards
+
+ARMS = ("global", "aggc")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of one demo; ``fast()`` is the smoke version."""
+
+    steps: int = 12
+    prompts_per_step: int = 8
+    samples_per_prompt: int = 8
+    response_length: int = 64
+    lr: float = 2e-4
+    warm_start_steps: int = 100
+    seed: int = 0
+
+    @classmethod
+    def fast(cls) -> DemoSettings:
+        return cls(steps=3, prompts_per_step=4, samples_per_prompt=4, warm_start_steps=60)
+
+
+def trainer_overrides(
+    model: Path, data: Path, run_dir: Path, clip: str, settings: DemoSettings, steps: int | None = None
+) -> list[str]:
+    """Hydra overrides of ``python -m aggc_rl.train`` for verl's trainer on a 2-core CPU."""
+    reward_file = Path(aggc_rl.rewards.__file__).resolve()
+    batch = settings.prompts_per_step
+    return [
+        f"data.train_files={data / 'train.parquet'}",
+        f"data.val_files={data / 'test.parquet'}",
+        f"data.train_batch_size={batch}",
+        "data.max_prompt_length=768",
+        f"data.max_response_length={settings.response_length}",
+        "data.filter_overlong_prompts=false",
+        f"data.seed={settings.seed}",
+        f"actor_rollout_ref.model.path={model}",
+        # CPU: no flash-attention, no padding-free kernels, no compile, no activation checkpointing, fp32.
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        "actor_rollout_ref.model.use_remove_padding=false",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+        "actor_rollout_ref.actor.use_torch_compile=false",
+        "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
+        "actor_rollout_ref.ref.fsdp_config.use_torch_compile=false",
+        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.reduce_dtype=fp32",
+        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.buffer_dtype=fp32",
+        f"actor_rollout_ref.actor.clip={clip}",
+        f"actor_rollout_ref.actor.optim.lr={settings.lr}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={batch}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={batch * settings.samples_per_prompt}",
+        "actor_rollout_ref.actor.use_kl_loss=false",
+        "actor_rollout_ref.actor.entropy_coeff=0",
+        f"actor_rollout_ref.actor.data_loader_seed={settings.seed}",
+        "actor_rollout_ref.rollout.name=hf_cpu",
+        f"actor_rollout_ref.rollout.n={settings.samples_per_prompt}",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={batch * settings.samples_per_prompt}",
+        "actor_rollout_ref.rollout.free_cache_engine=false",
+        "algorithm.adv_estimator=grpo",
+        "algorithm.use_kl_in_reward=false",
+        f"reward.custom_reward_function.path={reward_file}",
+        "reward.custom_reward_function.name=compute_score",
+        "trainer.n_gpus_per_node=1",
+        "trainer.nnodes=1",
+        "trainer.device=cpu",
+        "trainer.logger=[console,file]",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=-1",
+        f"trainer.total_training_steps={steps or settings.steps}",
+        f"trainer.save_freq={steps or settings.steps}",
+        f"trainer.default_local_dir={run_dir / 'ckpt'}",
+        "trainer.project_name=aggc_rl_demo",
+        f"trainer.experiment_name={clip}",
+        # One agent-loop, reward and data-loader worker each: 8 of each (verl's defaults) only cost start-up on 2 cores.
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        "reward.num_workers=1",
+        "data.dataloader_num_workers=0",
+        # TransferQueue and Ray sized for 2 cores; Ray's GPUs are the CPU platform's stand-ins.
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        "+ray_kwargs.ray_init.num_cpus=8",
+        "+ray_kwargs.ray_init.num_gpus=1",
+    ]
+
+
+def trainer_env(run_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        VERL_PLATFORM="cpu",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        VERL_FILE_LOGGER_PATH=str(run_dir / "metrics.jsonl"),
+        RAY_DEDUP_LOGS="1",
+        PYTHONWARNINGS="ignore::UserWarning",
+    )
+    return env
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_arm(
+    model: Path, data: Path, run_dir: Path, clip: str, settings: DemoSettings, extra: Sequence[str] = ()
+) -> list[dict]:
+    """Train one arm in a child process, printing one line per step; returns its metric records."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "train.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "aggc_rl.train",
+        *trainer_overrides(model, data, run_dir, clip, settings),
+        *extra,
+    ]
+    metrics_path = run_dir / "metrics.jsonl"
+    seen = len(read_metrics(metrics_path))
+    t0 = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=trainer_env(run_dir))
+        while proc.poll() is None:
+            time.sleep(1.0)
+            records = read_metrics(metrics_path)
+            for rec in records[seen:]:
+                m = rec["data"]
+                print(
+                    f"  [{clip:>6}] step {rec['step']:>3}/{settings.steps}  reward {m.get('critic/score/mean', float('nan')):+.3f}"
+                    f"  grad_norm {m.get('actor/grad_norm', float('nan')):.3f}"
+                    f"  scaled_down {m.get('actor/clip/frac_scaled_down', float('nan')):.2f}"
+                    f"  ({m.get('timing_s/step', float('nan')):.1f}s/step, {time.time() - t0:.0f}s)",
+                    flush=True,
+                )
+            seen = len(records)
+    if proc.returncode != 0:
+        tail = log_path.read_text().splitlines()[-40:]
+        raise RuntimeError(
+            f"the {clip} arm failed (exit {proc.returncode}); last lines of {log_path}:\n" + "\n".join(tail)
+        )
+    return read_metrics(metrics_path)
+
+
+def reward_trend(records: Sequence[dict], window: int = 3) -> tuple[float, float]:
+    """Mean reward over the first and the last ``window`` steps."""
+    rewards = [r["data"]["critic/score/mean"] for r in sorted(records, key=lambda r: r["step"])]
+    if not rewards:
+        raise ValueError("no reward was logged")
+    w = max(1, min(window, len(rewards) // 2))
+    return sum(rewards[:w]) / w, sum(rewards[-w:]) / w
+
+
+def prepare(out: Path, settings: DemoSettings) -> tuple[Path, Path]:
+    from aggc_rl.tiny import TinySpec, build
+
+    model, data = out / "model", out / "data"
+    if not (model / "config.json").exists():
+        print(
+            f"building the tiny policy (warm start: {settings.warm_start_steps} supervised steps) ...",
+            flush=True,
+        )
+        build(model, TinySpec(seed=settings.seed), warm_start_steps=settings.warm_start_steps, people=(2,))
+    if not (data / "train.parquet").exists():
+        subprocess.run(
+            [sys.executable, "-m", "aggc_rl.data.knights_knaves", "--out", str(data), "--people", "2",
+             "--train", "512", "--test", "64", "--seed", str(settings.seed)],
+            check=True,
+        )  # fmt: skip
+    return model, data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="outputs/demo", help="where everything is written")
+    ap.add_argument("--fast", action="store_true", help="a 3-step smoke run (about 3 minutes)")
+    ap.add_argument(
+        "--arms", default=",".join(ARMS), help="comma-separated clip methods (default global,aggc)"
+    )
+    args = ap.parse_args(argv)
+    settings = DemoSettings.fast() if args.fast else DemoSettings()
+    arms = [a for a in args.arms.split(",") if a]
+    out = Path(args.out).resolve()
+    for arm in arms:
+        if (out / arm).exists():
+            raise SystemExit(
+                f"{out / arm} exists from an earlier demo (the trainer would resume it): remove it or pick --out"
+            )
+
+    t0 = time.time()
+    model, data = prepare(out, settings)
+    results = {}
+    for arm in arms:
+        print(f"\n== arm clip={arm}: {settings.steps} GRPO steps, {settings.prompts_per_step} prompts x "
+              f"{settings.samples_per_prompt} samples ==", flush=True)  # fmt: skip
+        results[arm] = run_arm(model, data, out / arm, arm, settings)
+
+    print("\n== stability report ==", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "aggc_rl.report", *(str(out / a) for a in arms), "--labels", ",".join(arms),
+         "--out", str(out / "report")],
+        check=True,
+    )  # fmt: skip
+    print("\nmean reward, first vs last 3 steps:")
+    rose = True
+    for arm, records in results.items():
+        start, end = reward_trend(records)
+        rose &= end > start
+        print(
+            f"  clip={arm:<8} {start:+.3f} -> {end:+.3f}  ({'rose' if end > start else 'did NOT rise'} by {end - start:+.3f})"
+        )
+    print(f"\nreport: {out / 'report' / 'report.md'} (plots: {out / 'report'}/*.png)")
+    print(f"demo wall time: {time.time() - t0:.0f}s")
+    return 0 if rose else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
