@@ -90,11 +90,13 @@ def trainer_overrides(
         "trainer.nnodes=1",
         "trainer.device=cpu",
         "trainer.logger=[console,file]",
-        "trainer.val_before_train=false",
-        "trainer.test_freq=-1",
+        # Greedy validation on the held-out puzzles before training and after the last step.
+        "trainer.val_before_train=true",
+        f"trainer.test_freq={steps or settings.steps}",
         f"trainer.total_training_steps={steps or settings.steps}",
         f"trainer.save_freq={steps or settings.steps}",
         f"trainer.default_local_dir={run_dir / 'ckpt'}",
+        f"hydra.run.dir={run_dir / 'hydra'}",
         "trainer.project_name=aggc_rl_demo",
         f"trainer.experiment_name={clip}",
         # One agent-loop, reward and data-loader worker each: 8 of each (verl's defaults) only cost start-up on 2 cores.
@@ -150,6 +152,14 @@ def run_arm(
             records = read_metrics(metrics_path)
             for rec in records[seen:]:
                 m = rec["data"]
+                if "critic/score/mean" not in m:  # a validation record
+                    vals = {k: v for k, v in m.items() if k.startswith("val-core/") and "/acc/" in k}
+                    for key, value in vals.items():
+                        print(
+                            f"  [{clip:>6}] validation after step {rec['step']}: {key} = {value:.3f}",
+                            flush=True,
+                        )
+                    continue
                 print(
                     f"  [{clip:>6}] step {rec['step']:>3}/{settings.steps}  reward {m.get('critic/score/mean', float('nan')):+.3f}"
                     f"  grad_norm {m.get('actor/grad_norm', float('nan')):.3f}"
@@ -168,7 +178,8 @@ def run_arm(
 
 def reward_trend(records: Sequence[dict], window: int = 3) -> tuple[float, float]:
     """Mean reward over the first and the last ``window`` steps."""
-    rewards = [r["data"]["critic/score/mean"] for r in sorted(records, key=lambda r: r["step"])]
+    train = [r for r in records if "critic/score/mean" in r["data"]]
+    rewards = [r["data"]["critic/score/mean"] for r in sorted(train, key=lambda r: r["step"])]
     if not rewards:
         raise ValueError("no reward was logged")
     w = max(1, min(window, len(rewards) // 2))
