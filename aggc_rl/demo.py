@@ -124,9 +124,12 @@ def trainer_env(run_dir: Path) -> dict[str, str]:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """verl's file-logger records; a last line still being written (no newline yet) is left for later."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # everything before the last newline is complete
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def run_arm(
@@ -152,21 +155,20 @@ def run_arm(
             records = read_metrics(metrics_path)
             for rec in records[seen:]:
                 m = rec["data"]
-                if "critic/score/mean" not in m:  # a validation record
-                    vals = {k: v for k, v in m.items() if k.startswith("val-core/") and "/acc/" in k}
-                    for key, value in vals.items():
+                if "critic/score/mean" in m:
+                    print(
+                        f"  [{clip:>6}] step {rec['step']:>3}/{settings.steps}  reward {m['critic/score/mean']:+.3f}"
+                        f"  grad_norm {m.get('actor/grad_norm', float('nan')):.3f}"
+                        f"  scaled_down {m.get('actor/clip/frac_scaled_down', float('nan')):.2f}"
+                        f"  ({m.get('timing_s/step', float('nan')):.1f}s/step, {time.time() - t0:.0f}s)",
+                        flush=True,
+                    )
+                for key, value in m.items():  # greedy validation, before training and after the last step
+                    if key.startswith("val-core/") and ("/acc/" in key or "/score/" in key):
                         print(
-                            f"  [{clip:>6}] validation after step {rec['step']}: {key} = {value:.3f}",
+                            f"  [{clip:>6}] validation at step {rec['step']}: {key} = {value:+.3f}",
                             flush=True,
                         )
-                    continue
-                print(
-                    f"  [{clip:>6}] step {rec['step']:>3}/{settings.steps}  reward {m.get('critic/score/mean', float('nan')):+.3f}"
-                    f"  grad_norm {m.get('actor/grad_norm', float('nan')):.3f}"
-                    f"  scaled_down {m.get('actor/clip/frac_scaled_down', float('nan')):.2f}"
-                    f"  ({m.get('timing_s/step', float('nan')):.1f}s/step, {time.time() - t0:.0f}s)",
-                    flush=True,
-                )
             seen = len(records)
     if proc.returncode != 0:
         tail = log_path.read_text().splitlines()[-40:]

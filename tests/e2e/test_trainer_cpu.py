@@ -57,6 +57,8 @@ def test_grpo_trains_checkpoints_resumes_and_merges(tmp_path):
     for r in records:
         m = r["data"]
         assert m["actor/grad_norm"] == pytest.approx(m["actor/clip/total_norm_pre"], rel=1e-6)
+        # The rollout sampled with the actor's current weights: after step 1 that needs the weight sync.
+        assert m["training/rollout_probs_diff_max"] < 1e-4
         assert "critic/score/mean" in m and "actor/clip/norm/q_proj" in m and "actor/clip/scale/lm_head" in m
     saved = clip_state(run, 2)
     assert int(saved["state"]["step"]) == 2 and saved["groups"][0] == "embed_tokens"
