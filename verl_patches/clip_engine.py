@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 
 import torch
@@ -97,9 +98,7 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
             scaler.update()
         elif result.skipped:
             bad = [
-                g
-                for g, n in zip(result.groups, result.norms.tolist(), strict=True)
-                if not torch.isfinite(torch.tensor(n))
+                g for g, n in zip(result.groups, result.norms.tolist(), strict=True) if not math.isfinite(n)
             ]
             logger.warning("non-finite gradient norm in groups %s: skipping this optimizer step", bad)
             self.optimizer.zero_grad()
