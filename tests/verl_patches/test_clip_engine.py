@@ -263,3 +263,34 @@ def test_lora_groups_are_the_adapted_projections(tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
     model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_lora_groups, 1, model_path)
+
+
+def _non_finite_step_is_skipped(rank: int, world: int, model_path: str) -> None:
+    verl_cpu.use_cpu_platform()
+    cfg, setup, engine = build(model_path, "actor_rollout_ref.actor.clip=aggc")
+    loss_fn = verl_cpu.ppo_loss_fn(setup)
+    verl_cpu.train_step(engine, batch_for(0, setup, cfg), loss_fn)
+    before = verl_cpu.full_params(engine)
+    state = {k: v.clone() for k, v in engine.clipper.state.items()}
+    clip = engine.clipper.clip_
+
+    def poisoned_clip(progress: float = 0.0):
+        grad = dict(engine.module.named_parameters())["model.layers.0.mlp.up_proj.weight"].grad
+        grad.to_local().view(-1)[0] = float("nan")
+        return clip(progress=progress)
+
+    engine.clipper.clip_ = poisoned_clip
+    metrics = verl_cpu.train_step(engine, batch_for(1, setup, cfg), loss_fn)
+    assert value(metrics["clip/skipped"]) == 1.0
+    assert not torch.isfinite(torch.tensor(metrics["grad_norm"]))
+    after = verl_cpu.full_params(engine)
+    for name, tensor in before.items():
+        assert torch.equal(after[name], tensor), f"{name} changed on a skipped step"
+    for key, tensor in state.items():
+        assert torch.equal(engine.clipper.state[key], tensor), key
+
+
+def test_non_finite_gradient_skips_the_optimizer_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    run_distributed(_non_finite_step_is_skipped, 1, model_path)
