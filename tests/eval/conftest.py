@@ -10,7 +10,7 @@ from aggc_rl.data import gsm8k as gsm8k_data
 from aggc_rl.data import knights_knaves as kk_data
 from aggc_rl.data.parquet_rows import write_rows
 
-# The tiny tokenizer knows printable ASCII up to "{" only, so the template avoids "|" and newlines.
+# A template of the tests' own, so that the expected prompt text is easy to spell out.
 CHAT_TEMPLATE = (
     "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
     "{% if add_generation_prompt %}[assistant] {% endif %}"
@@ -45,7 +45,9 @@ def tiny_model_without_template(tmp_path_factory: pytest.TempPathFactory) -> Pat
     from support.verl_cpu import make_tiny_model_dir
 
     return Path(
-        make_tiny_model_dir(tmp_path_factory.mktemp("tiny_model_plain"), max_position_embeddings=2048)
+        make_tiny_model_dir(
+            tmp_path_factory.mktemp("tiny_model_plain"), chat_template=False, max_position_embeddings=2048
+        )
     )
 
 

@@ -23,7 +23,7 @@ from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MERGE = REPO_ROOT / "my_scripts" / "merge_ckpt" / "merge.sh"
-VOCAB_SIZE = 96  # tiny_qwen2_config's default
+VOCAB_SIZE = 96  # random token ids are drawn below this (the tiny vocabulary is larger)
 
 
 def run_merge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

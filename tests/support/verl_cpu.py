@@ -22,6 +22,7 @@ happen only after :func:`use_cpu_platform` (in each process, spawned ones includ
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from omegaconf import DictConfig
-
-#: Special tokens of the tiny tokenizer (ids 0-3); the rest of its vocabulary is single characters.
-PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 
 
 def use_cpu_platform() -> None:
@@ -75,30 +73,26 @@ def run_in_fresh_process(fn: Callable[..., Any], *args: Any, env: dict[str, str 
         return pool.submit(fn, *args).result()
 
 
-def make_tiny_model_dir(path: str | os.PathLike, seed: int = 0, **config_overrides: Any) -> str:
-    """Save a random tiny Qwen2 (``save_pretrained``) and a character-level tokenizer into ``path``.
+def make_tiny_model_dir(
+    path: str | os.PathLike, seed: int = 0, chat_template: bool = True, **config_overrides: Any
+) -> str:
+    """Save a random tiny Qwen2 (``tiny_qwen2_config``) with the project's tiny tokenizer into ``path``.
 
-    The tokenizer is a ``tokenizers`` byte-level BPE without merges over the printable ASCII
-    characters that fit the vocabulary, wrapped in ``PreTrainedTokenizerFast``. Byte-level, because
-    ``AutoTokenizer`` (which verl uses) loads it as ``Qwen2Tokenizer`` for a qwen2 config, and that
-    class keeps the vocabulary but applies Qwen2's byte-level pre-tokenizer: spaces must be "Ġ".
+    The tokenizer is ``aggc_rl.tiny.build_tokenizer()``: byte-level (every byte a token, so any text
+    round-trips), ChatML specials and template, loadable by ``AutoTokenizer`` as verl does.
+    ``chat_template=False`` saves it without a template, for code paths that must cope with none.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
-    config = tiny_qwen2_config(**config_overrides)
-    specials = [PAD, UNK, BOS, EOS]
-    chars = ["Ġ" if code == ord(" ") else chr(code) for code in range(32, 127)]
-    vocab = {token: i for i, token in enumerate(specials + chars[: config.vocab_size - len(specials)])}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS
-    )
+    from aggc_rl.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    if not chat_template:
+        tokenizer.chat_template = None
+    config = tiny_qwen2_config(**{"vocab_size": 8 * math.ceil(len(tokenizer) / 8), **config_overrides})
     config.pad_token_id = tokenizer.pad_token_id
-    config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = None
 
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)

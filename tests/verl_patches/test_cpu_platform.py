@@ -26,7 +26,7 @@ from support.distributed import run_distributed
 from verl_patches import cpu_device
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VOCAB_SIZE = 96  # tiny_qwen2_config's default
+VOCAB_SIZE = 96  # random token ids are drawn below this (the tiny vocabulary is larger)
 
 
 # --- the device module and the platform object --------------------------------------------------------
