@@ -199,11 +199,22 @@ def prepare(out: Path, settings: DemoSettings) -> tuple[Path, Path]:
         )
         build(model, TinySpec(seed=settings.seed), warm_start_steps=settings.warm_start_steps, people=(2,))
     if not (data / "train.parquet").exists():
-        subprocess.run(
-            [sys.executable, "-m", "aggc_rl.data.knights_knaves", "--out", str(data), "--people", "2",
-             "--train", "512", "--test", "64", "--seed", str(settings.seed)],
-            check=True,
-        )  # fmt: skip
+        from aggc_rl.data import knights_knaves
+
+        argv = [
+            "--out",
+            str(data),
+            "--people",
+            "2",
+            "--train",
+            "512",
+            "--test",
+            "64",
+            "--seed",
+            str(settings.seed),
+        ]
+        if knights_knaves.main(argv) != 0:
+            raise RuntimeError(f"making the demo's Knights-and-Knaves data in {data} failed")
     return model, data
 
 

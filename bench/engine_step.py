@@ -38,7 +38,6 @@ def main() -> None:
     from support import verl_cpu
 
     from aggc_rl.clipping import RULE_NAMES
-    from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
 
     verl_cpu.use_cpu_platform()
     tmp = tempfile.mkdtemp()
@@ -47,16 +46,7 @@ def main() -> None:
 
     engines = {}
     for method in RULE_NAMES:
-        cfg = verl_cpu.ppo_config(
-            model_path,
-            backend=None,
-            config_dir=CONFIG_DIR,
-            config_name=CONFIG_NAME,
-            overrides=[
-                f"actor_rollout_ref.actor.clip={method}",
-                f"actor_rollout_ref.actor.optim.total_training_steps={args.runs + 2}",
-            ],
-        )
+        cfg = verl_cpu.clip_ppo_config(model_path, args.runs + 2, f"actor_rollout_ref.actor.clip={method}")
         setup = verl_cpu.engine_setup(cfg)
         batch = verl_cpu.make_ppo_batch(
             setup, cfg, verl_cpu.make_padded_batch(96, batch_size=4, prompt_len=16, response_len=16)

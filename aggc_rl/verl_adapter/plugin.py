@@ -12,19 +12,18 @@ registration error on first use.
 
 from __future__ import annotations
 
-import os
-
 
 def load() -> None:
     """Keep file-logger metrics across resumes; with ``VERL_PLATFORM=cpu`` register the CPU platform and rollout."""
     from verl_patches.file_logger import append_file_logger
 
     append_file_logger()
-    if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
-        from verl_patches.cpu_platform import register_cpu_platform
+    from verl_patches.cpu_platform import cpu_platform_selected, register_cpu_platform
+
+    register_cpu_platform()  # inert unless VERL_PLATFORM=cpu: only adds the never-auto-detected class
+    if cpu_platform_selected():
         from verl_patches.cpu_rollout import register_cpu_rollout
 
-        register_cpu_platform()
         register_cpu_rollout()
 
 

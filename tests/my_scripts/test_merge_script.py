@@ -19,8 +19,6 @@ import torch
 from support import verl_cpu
 from support.distributed import run_distributed
 
-from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MERGE = REPO_ROOT / "my_scripts" / "merge_ckpt" / "merge.sh"
 VOCAB_SIZE = 96  # random token ids are drawn below this (the tiny vocabulary is larger)
@@ -39,16 +37,7 @@ def run_merge(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 def _save_two_steps(rank: int, world: int, model_path: str, root: str) -> None:
     verl_cpu.use_cpu_platform()
-    cfg = verl_cpu.ppo_config(
-        model_path,
-        backend=None,
-        config_dir=CONFIG_DIR,
-        config_name=CONFIG_NAME,
-        overrides=[
-            "actor_rollout_ref.actor.clip=aggc",
-            "actor_rollout_ref.actor.optim.total_training_steps=4",
-        ],
-    )
+    cfg = verl_cpu.clip_ppo_config(model_path, 4, "actor_rollout_ref.actor.clip=aggc")
     setup = verl_cpu.engine_setup(cfg)
     engine = verl_cpu.build_engine(setup)
     loss_fn = verl_cpu.ppo_loss_fn(setup)

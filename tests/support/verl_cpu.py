@@ -146,6 +146,19 @@ def ppo_config(
         return compose(config_name=config_name, overrides=[*cpu_overrides, *overrides])
 
 
+def clip_ppo_config(model_path: str, total_training_steps: int, *overrides: str) -> DictConfig:
+    """Our primary config (``python -m aggc_rl.train``'s) with the CPU settings: ``actor.clip`` selects the engine."""
+    from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
+
+    return ppo_config(
+        model_path,
+        backend=None,
+        config_dir=CONFIG_DIR,
+        config_name=CONFIG_NAME,
+        overrides=[f"actor_rollout_ref.actor.optim.total_training_steps={total_training_steps}", *overrides],
+    )
+
+
 @dataclass
 class EngineSetup:
     """The configs ``TrainingWorker`` hands to ``EngineRegistry.new``, plus the actor config ``ppo_loss`` reads."""

@@ -17,7 +17,6 @@ from support.distributed import run_distributed
 from verl.utils.metric.utils import Metric
 
 from aggc_rl.clipping import RULE_NAMES, group_of
-from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +24,8 @@ VOCAB_SIZE = 96
 STEPS = 3
 
 
-def clip_config(model_path: str, *overrides: str):
-    return verl_cpu.ppo_config(
-        model_path,
-        backend=None,
-        config_dir=CONFIG_DIR,
-        config_name=CONFIG_NAME,
-        overrides=[f"actor_rollout_ref.actor.optim.total_training_steps={STEPS}", *overrides],
-    )
-
-
 def build(model_path: str, *overrides: str):
-    cfg = clip_config(model_path, *overrides)
+    cfg = verl_cpu.clip_ppo_config(model_path, STEPS, *overrides)
     setup = verl_cpu.engine_setup(cfg)
     assert setup.backend == "aggc_fsdp2"
     return cfg, setup, verl_cpu.build_engine(setup)
@@ -195,7 +184,7 @@ def _worker_round_trip(model_path: str, ckpt_root: str, world: int) -> dict:
     import ray
 
     verl_cpu.use_cpu_platform()
-    cfg = clip_config(model_path, "actor_rollout_ref.actor.clip=aggc")
+    cfg = verl_cpu.clip_ppo_config(model_path, STEPS, "actor_rollout_ref.actor.clip=aggc")
     verl_cpu.start_ray_on_cpu(num_workers=world)
     try:
         group = verl_cpu.actor_worker_group(cfg, world)
