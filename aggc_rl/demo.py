@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aggc_rl.rewards
+from aggc_rl import metrics as names
 
 ARMS = ("global", "aggc")
 
@@ -155,16 +156,16 @@ def run_arm(
             records = read_metrics(metrics_path)
             for rec in records[seen:]:
                 m = rec["data"]
-                if "critic/score/mean" in m:
+                if names.SCORE_MEAN in m:
                     print(
-                        f"  [{clip:>6}] step {rec['step']:>3}/{settings.steps}  reward {m['critic/score/mean']:+.3f}"
-                        f"  grad_norm {m.get('actor/grad_norm', float('nan')):.3f}"
-                        f"  scaled_down {m.get('actor/clip/frac_scaled_down', float('nan')):.2f}"
+                        f"  [{clip:>6}] step {rec['step']:>3}/{settings.steps}  reward {m[names.SCORE_MEAN]:+.3f}"
+                        f"  grad_norm {m.get(names.GRAD_NORM.logged(), float('nan')):.3f}"
+                        f"  scaled_down {m.get(names.FRAC_SCALED_DOWN.logged(), float('nan')):.2f}"
                         f"  ({m.get('timing_s/step', float('nan')):.1f}s/step, {time.time() - t0:.0f}s)",
                         flush=True,
                     )
                 for key, value in m.items():  # greedy validation, before training and after the last step
-                    if key.startswith("val-core/") and ("/acc/" in key or "/score/" in key):
+                    if key.startswith(names.VAL_PREFIX) and ("/acc/" in key or "/score/" in key):
                         print(
                             f"  [{clip:>6}] validation at step {rec['step']}: {key} = {value:+.3f}",
                             flush=True,
@@ -180,8 +181,8 @@ def run_arm(
 
 def reward_trend(records: Sequence[dict], window: int = 3) -> tuple[float, float]:
     """Mean reward over the first and the last ``window`` steps."""
-    train = [r for r in records if "critic/score/mean" in r["data"]]
-    rewards = [r["data"]["critic/score/mean"] for r in sorted(train, key=lambda r: r["step"])]
+    train = [r for r in records if names.SCORE_MEAN in r["data"]]
+    rewards = [r["data"][names.SCORE_MEAN] for r in sorted(train, key=lambda r: r["step"])]
     if not rewards:
         raise ValueError("no reward was logged")
     w = max(1, min(window, len(rewards) // 2))

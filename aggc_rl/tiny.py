@@ -10,6 +10,7 @@ tagged answer), so that sampling already earns some reward and GRPO has signal f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import random
 import sys
@@ -40,6 +41,20 @@ class TinySpec:
     num_key_value_heads: int = 2
     max_position_embeddings: int = 2048
     seed: int = 0
+    vocab_size: int | None = None  # None: the tokenizer's size rounded up to a multiple of 8
+    attn_implementation: str | None = None  # None: transformers' default
+
+
+#: The smallest model with Qwen2's real parameter names and layout, for clipping tests (no tokenizer).
+UNIT_SPEC = TinySpec(
+    hidden_size=32,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    vocab_size=96,
+    attn_implementation="eager",
+)
+#: What :func:`make_tiny_model_dir` saves by default: the unit model's sizes with the tiny tokenizer.
+MODEL_DIR_SPEC = TinySpec(hidden_size=32, intermediate_size=64, max_position_embeddings=64)
 
 
 def build_tokenizer():
@@ -60,10 +75,15 @@ def build_tokenizer():
     return tokenizer
 
 
-def build_model(tokenizer, spec: TinySpec):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+def qwen2_config(spec: TinySpec, tokenizer=None):
+    """The ``Qwen2Config`` of ``spec``; with a tokenizer, its vocabulary and special tokens."""
+    from transformers import Qwen2Config
 
-    vocab = 8 * math.ceil(len(tokenizer) / 8)
+    vocab = spec.vocab_size
+    if vocab is None:
+        if tokenizer is None:
+            raise ValueError("TinySpec.vocab_size=None needs a tokenizer to size the vocabulary")
+        vocab = 8 * math.ceil(len(tokenizer) / 8)
     config = Qwen2Config(
         vocab_size=vocab,
         hidden_size=spec.hidden_size,
@@ -73,15 +93,36 @@ def build_model(tokenizer, spec: TinySpec):
         num_key_value_heads=spec.num_key_value_heads,
         max_position_embeddings=spec.max_position_embeddings,
         tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
     )
+    if tokenizer is not None:
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+        config.bos_token_id = None
+    if spec.attn_implementation is not None:
+        config._attn_implementation = spec.attn_implementation
+    return config
+
+
+def build_model(tokenizer, spec: TinySpec):
+    """A random Qwen2 of ``spec`` (seeded); ``tokenizer`` may be None when ``spec.vocab_size`` is set."""
+    from transformers import Qwen2ForCausalLM
+
+    config = qwen2_config(spec, tokenizer)
     torch.manual_seed(spec.seed)
     model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def tiny_qwen2(seed: int = 0, **overrides):
+    """The unit-test model (:data:`UNIT_SPEC`, fields overridable) in memory."""
+    return build_model(None, dataclasses.replace(UNIT_SPEC, seed=seed, **overrides))
+
+
+def lm_loss(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=input_ids, labels=input_ids).loss
 
 
 def warm_start_examples(
@@ -137,17 +178,33 @@ def warm_start(
 
 
 def build(
-    out: str | Path, spec: TinySpec = TinySpec(), warm_start_steps: int = 0, people: Sequence[int] = (2,)
+    out: str | Path,
+    spec: TinySpec = TinySpec(),
+    warm_start_steps: int = 0,
+    people: Sequence[int] = (2,),
+    chat_template: bool = True,
 ) -> Path:
+    """Save a tiny model of ``spec`` and the tiny tokenizer into ``out`` (loadable by ``from_pretrained``).
+
+    ``chat_template=False`` saves the tokenizer without a template, for code paths that must cope with none.
+    """
     out = Path(out)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, spec)
     if warm_start_steps > 0:
         warm_start(model, tokenizer, warm_start_steps, people, seed=spec.seed)
+    if not chat_template:
+        tokenizer.chat_template = None
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def make_tiny_model_dir(path: str | Path, seed: int = 0, chat_template: bool = True, **sizes) -> str:
+    """:func:`build` with :data:`MODEL_DIR_SPEC` (``sizes`` override its fields): the tests' model directory."""
+    spec = dataclasses.replace(MODEL_DIR_SPEC, seed=seed, **sizes)
+    return str(build(path, spec, chat_template=chat_template))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,13 +8,12 @@ and the clip settings validated before Ray starts any worker.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
-CONFIG_NAME = "aggc_ppo_trainer"
+from verl_patches.config_files import CONFIG_DIR
+from verl_patches.config_files import PPO_CONFIG_NAME as CONFIG_NAME
 
 
 def validate_clip(config: DictConfig) -> None:
@@ -48,8 +47,8 @@ def main(config: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from aggc_rl.verl_adapter.overrides import check_clip_overrides
-    from aggc_rl.verl_adapter.plugin import load
+    from aggc_rl.clipping import check_clip_overrides
+    from verl_patches.plugin import load
 
     check_clip_overrides(sys.argv[1:])
     load()  # loud where verl's plugin loader would swallow an error

@@ -13,14 +13,8 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-# The CPU engine harness lives with the tests; reuse it rather than keep a second copy.
-sys.path.insert(0, str(REPO / "tests"))
 
 MODEL = dict(
     hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2
@@ -35,9 +29,9 @@ def main() -> None:
 
     os.environ["VERL_PLATFORM"] = "cpu"
     import torch.distributed as dist
-    from support import verl_cpu
 
     from aggc_rl.clipping import RULE_NAMES
+    from verl_patches.cpu import harness as verl_cpu
 
     verl_cpu.use_cpu_platform()
     tmp = tempfile.mkdtemp()

@@ -7,7 +7,7 @@ log (``aggc_rl.report``) take the last record of a step that appears twice (a st
 
 from __future__ import annotations
 
-from verl_patches import require_verl
+from verl_patches.version import require_verl
 
 require_verl(__name__)
 

@@ -84,5 +84,10 @@ class AdaGCRule:
         new_gamma = torch.where(warm, gamma_warm, gamma_post)
         return scale.to(norms.dtype), {"step": t, "gamma": new_gamma.to(state["gamma"].dtype)}
 
-    def ema(self, state: State) -> torch.Tensor | None:
-        return state["gamma"]
+    @property
+    def uses_progress(self) -> bool:
+        return False
+
+    def stats(self, state: State, *, progress: float = 0.0) -> dict[str, torch.Tensor]:
+        del progress
+        return {"ema": state["gamma"]}

@@ -143,5 +143,15 @@ class AGGCRule:
         new_state = {"step": step + 1, "ema": new_ema.to(state["ema"].dtype)}
         return scale.to(norms.dtype), new_state
 
-    def ema(self, state: State) -> torch.Tensor | None:
-        return state["ema"]
+    @property
+    def uses_progress(self) -> bool:
+        return self.schedule != "none"
+
+    def stats(self, state: State, *, progress: float = 0.0) -> dict[str, torch.Tensor]:
+        low, high = self.multipliers(progress)
+        ema = state["ema"]
+        return {
+            "ema": ema,
+            "band_low": torch.tensor(low, dtype=ema.dtype, device=ema.device),
+            "band_high": torch.tensor(high, dtype=ema.dtype, device=ema.device),
+        }

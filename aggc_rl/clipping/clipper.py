@@ -11,7 +11,6 @@ gradients and state stay untouched, and the caller decides what to do
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from aggc_rl import metrics as names
 from aggc_rl.clipping.grouping import Grouping
 from aggc_rl.clipping.registry import make_rule
 from aggc_rl.clipping.rule import ClipRule, State, check_progress, knob_values
@@ -28,11 +28,6 @@ STATE_FORMAT = 1
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
-def _metric_safe(key: str) -> str:
-    """verl max/min-reduces metrics whose names contain "max"/"min"; keep group names out of that."""
-    return re.sub(r"(?i)(m)(ax|in)", r"\1_\2", key)
-
-
 @dataclass(frozen=True)
 class ClipResult:
     """What one ``clip_`` call measured and did (all on the host)."""
@@ -40,10 +35,15 @@ class ClipResult:
     groups: tuple[str, ...]
     norms: torch.Tensor  # pre-clip L2 norm per group, float64
     scales: torch.Tensor  # factor applied per group (what would have been applied, if skipped)
-    ema: torch.Tensor | None  # the rule's per-group running statistic after this step
+    stats: dict[str, torch.Tensor]  # the rule's statistics after this step (ClipRule.stats), float64
     total_norm: float  # pre-clip L2 norm of all clipped gradients
     skipped: bool  # a group norm was not finite: nothing was scaled, state unchanged
     step: int  # updates the rule has applied so far
+
+    @property
+    def ema(self) -> torch.Tensor | None:
+        """The rule's per-group running statistic, if it has one."""
+        return self.stats.get("ema")
 
     @property
     def total_norm_post(self) -> float:
@@ -51,22 +51,26 @@ class ClipResult:
             return self.total_norm
         return float(torch.linalg.vector_norm(self.norms * self.scales))
 
-    def metrics(self, prefix: str = "clip/") -> dict[str, float]:
-        """Flat scalars for a logger: per-group norm, scale and EMA, plus totals and fractions."""
-        out: dict[str, float] = {
-            f"{prefix}total_norm_pre": self.total_norm,
-            f"{prefix}total_norm_post": self.total_norm_post,
-            f"{prefix}skipped": float(self.skipped),
-        }
+    def metrics(self, *, per_group: bool = True) -> dict[str, float]:
+        """Flat scalars for a logger, named by :mod:`aggc_rl.metrics`; ``per_group`` adds the group families."""
         count = max(len(self.groups), 1)
-        out[f"{prefix}frac_scaled_down"] = float((self.scales < 1).sum()) / count
-        out[f"{prefix}frac_scaled_up"] = float((self.scales > 1).sum()) / count
-        for j, group in enumerate(self.groups):
-            key = _metric_safe(group)
-            out[f"{prefix}norm/{key}"] = float(self.norms[j])
-            out[f"{prefix}scale/{key}"] = float(self.scales[j])
-            if self.ema is not None:
-                out[f"{prefix}ema/{key}"] = float(self.ema[j])
+        out: dict[str, float] = {
+            names.TOTAL_NORM_PRE.key(): self.total_norm,
+            names.TOTAL_NORM_POST.key(): self.total_norm_post,
+            names.SKIPPED.key(): float(self.skipped),
+            names.FRAC_SCALED_DOWN.key(): float((self.scales < 1).sum()) / count,
+            names.FRAC_SCALED_UP.key(): float((self.scales > 1).sum()) / count,
+        }
+        for stat, value in self.stats.items():
+            if not names.rule_stat(stat).per_group:
+                out[names.rule_stat(stat).key()] = float(value)
+        if not per_group:
+            return out
+        families = [(names.GROUP_NORM, self.norms), (names.GROUP_SCALE, self.scales)]
+        families += [(names.rule_stat(k), v) for k, v in self.stats.items() if names.rule_stat(k).per_group]
+        for metric, values in families:
+            for j, group in enumerate(self.groups):
+                out[metric.key(group)] = float(values[j])
         return out
 
 
@@ -140,30 +144,40 @@ class GradClipper:
 
         state = {k: v.to(device) for k, v in self.state.items()}
         scales, new_state = self.rule.update(norms, state, progress=progress)
-        ema = self.rule.ema(new_state)
-        packed = [norms, scales.to(torch.float64)] + ([ema.to(torch.float64)] if ema is not None else [])
-        host = torch.cat(packed).cpu()  # the one host sync of the step
-        g = len(self.grouping)
-        host_norms, host_scales = host[:g], host[g : 2 * g]
+        stats = self.rule.stats(new_state, progress=progress)
+        host = self._to_host([norms, scales, *stats.values()])  # the one host sync of the step
+        host_norms, host_scales = host[0], host[1]
         skipped = not bool(torch.isfinite(host_norms).all())
 
         if skipped:
             self.state = state
-            ema_host = self.rule.ema(state)
-            ema_host = None if ema_host is None else ema_host.detach().to("cpu", torch.float64)
+            stats = self.rule.stats(state, progress=progress)
+            host_stats = dict(zip(stats, self._to_host(list(stats.values())), strict=True))
         else:
             self.state = new_state
-            ema_host = host[2 * g :] if ema is not None else None
+            host_stats = dict(zip(stats, host[2:], strict=True))
             self._scale_(local, layout, host_scales.tolist())
         return ClipResult(
             groups=self.grouping.names,
             norms=host_norms,
             scales=host_scales,
-            ema=ema_host,
+            stats=host_stats,
             total_norm=float(torch.linalg.vector_norm(host_norms)),
             skipped=skipped,
             step=int(self.state["step"]),
         )
+
+    @staticmethod
+    def _to_host(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Move several small device tensors to the host as float64 in ONE transfer, shapes kept."""
+        if not tensors:
+            return []
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]).cpu()
+        out, offset = [], 0
+        for t in tensors:
+            out.append(flat[offset : offset + t.numel()].reshape(t.shape))
+            offset += t.numel()
+        return out
 
     def _layout_for(self, grads: Sequence[torch.Tensor | None]) -> _Layout:
         present = tuple(i for i, grad in enumerate(grads) if grad is not None)

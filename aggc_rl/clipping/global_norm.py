@@ -46,6 +46,10 @@ class GlobalNormRule:
         scales = factor.expand(norms.shape).clone()
         return scales, {"step": state["step"].to(norms.device) + 1}
 
-    def ema(self, state: State) -> torch.Tensor | None:
-        del state
-        return None
+    @property
+    def uses_progress(self) -> bool:
+        return False
+
+    def stats(self, state: State, *, progress: float = 0.0) -> dict[str, torch.Tensor]:
+        del state, progress
+        return {}

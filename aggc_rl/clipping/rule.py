@@ -20,10 +20,23 @@ State = dict[str, torch.Tensor]
 
 @runtime_checkable
 class ClipRule(Protocol):
-    """What :class:`~aggc_rl.clipping.clipper.GradClipper` needs from a rule."""
+    """Everything a caller (the clipper, an engine, a logger) may ask of a rule; nobody probes for more.
+
+    - ``name`` and ``default_scheme``: the preset's name and the grouping it is meant for;
+    - ``uses_progress``: whether ``update`` depends on ``progress`` (then the caller must supply the real
+      fraction of training done; a rule that ignores it may be given 0);
+    - ``init`` / ``update``: the pure state transition;
+    - ``stats``: what to log about the state after a step, as tensors on the state's device (per-group
+      ones of shape ``(num_groups,)``, single values of shape ``()``), keyed by names that
+      :data:`aggc_rl.metrics.RULE_STATS` knows. The clipper moves them to the host with the norms, in its
+      one host transfer.
+    """
 
     name: str
     default_scheme: ClassVar[str]
+
+    @property
+    def uses_progress(self) -> bool: ...
 
     def init(
         self, num_groups: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
@@ -33,9 +46,7 @@ class ClipRule(Protocol):
         self, norms: torch.Tensor, state: State, *, progress: float = 0.0
     ) -> tuple[torch.Tensor, State]: ...
 
-    def ema(self, state: State) -> torch.Tensor | None:
-        """The per-group running statistic worth logging (None if the rule has none)."""
-        ...
+    def stats(self, state: State, *, progress: float = 0.0) -> dict[str, torch.Tensor]: ...
 
 
 def knob_names(rule_cls: type) -> tuple[str, ...]:

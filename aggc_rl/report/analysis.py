@@ -23,14 +23,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean")
-GRAD_NORM_KEY = "actor/grad_norm"
-SKIPPED_KEY = "actor/clip/skipped"
-KL_KEYS = ("actor/kl_loss", "actor/ppo_kl")
-ENTROPY_KEYS = ("actor/entropy",)
-PG_LOSS_KEYS = ("actor/pg_loss",)
-GROUP_NORM_PREFIX = "actor/clip/norm/"
-GROUP_SCALE_PREFIX = "actor/clip/scale/"
+from aggc_rl import metrics as names
+
+REWARD_KEYS = (names.SCORE_MEAN, names.REWARD_MEAN)
+GRAD_NORM_KEY = names.GRAD_NORM.logged()
+SKIPPED_KEY = names.SKIPPED.logged()
+KL_KEYS = (names.KL_LOSS, names.PPO_KL)
+ENTROPY_KEYS = (names.ENTROPY,)
+PG_LOSS_KEYS = (names.PG_LOSS,)
+GROUP_NORM_PREFIX = names.GROUP_NORM.logged_prefix
+GROUP_SCALE_PREFIX = names.GROUP_SCALE.logged_prefix
 FRACTIONS = (0.10, 0.25, 0.50, 0.75, 1.00)
 SPIKE_FACTOR = 3.0
 SPIKE_WINDOW = 20

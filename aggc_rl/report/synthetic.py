@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from aggc_rl import metrics as names
+
 GROUPS = (
     "embed_tokens",
     "q_proj",
@@ -101,27 +103,27 @@ def records(run: SyntheticRun) -> list[Record]:
         )
         reward += float(rng.normal(0, 0.02))
         data: dict[str, float | None] = {
-            "critic/score/mean": reward,
-            "critic/rewards/mean": reward,
-            "actor/grad_norm": total,
-            "actor/clip/total_norm_pre": total,
-            "actor/clip/total_norm_post": float(np.sqrt(np.sum((norms * scales) ** 2))),
-            "actor/clip/skipped": 0.0,
-            "actor/clip/frac_scaled_down": float(np.mean(scales < 1)),
-            "actor/clip/progress": progress,
-            "actor/kl_loss": 0.002 * step / run.steps * 10 + float(rng.uniform(0, 0.002)),
-            "actor/ppo_kl": float(rng.normal(0, 1e-4)),
-            "actor/entropy": 1.2 * math.exp(-1.5 * progress) + 0.2 + float(rng.normal(0, 0.01)),
-            "actor/pg_loss": float(rng.normal(0, 0.05)),
+            names.SCORE_MEAN: reward,
+            names.REWARD_MEAN: reward,
+            names.GRAD_NORM.logged(): total,
+            names.TOTAL_NORM_PRE.logged(): total,
+            names.TOTAL_NORM_POST.logged(): float(np.sqrt(np.sum((norms * scales) ** 2))),
+            names.SKIPPED.logged(): 0.0,
+            names.FRAC_SCALED_DOWN.logged(): float(np.mean(scales < 1)),
+            names.PROGRESS.logged(): progress,
+            names.KL_LOSS: 0.002 * step / run.steps * 10 + float(rng.uniform(0, 0.002)),
+            names.PPO_KL: float(rng.normal(0, 1e-4)),
+            names.ENTROPY: 1.2 * math.exp(-1.5 * progress) + 0.2 + float(rng.normal(0, 0.01)),
+            names.PG_LOSS: float(rng.normal(0, 0.05)),
         }
         for group, norm, scale in zip(run.groups, norms, scales, strict=True):
-            data[f"actor/clip/norm/{group}"] = float(norm)
-            data[f"actor/clip/scale/{group}"] = float(scale)
+            data[names.GROUP_NORM.logged(group)] = float(norm)
+            data[names.GROUP_SCALE.logged(group)] = float(scale)
         if step in run.skipped:  # one group's gradient went non-finite: nothing applied this step
-            data["actor/grad_norm"] = data["actor/clip/total_norm_pre"] = None
-            data["actor/clip/total_norm_post"] = None
-            data[f"actor/clip/norm/{run.groups[spike_group]}"] = None
-            data["actor/clip/skipped"] = 1.0
+            data[names.GRAD_NORM.logged()] = data[names.TOTAL_NORM_PRE.logged()] = None
+            data[names.TOTAL_NORM_POST.logged()] = None
+            data[names.GROUP_NORM.logged(run.groups[spike_group])] = None
+            data[names.SKIPPED.logged()] = 1.0
         for i in range(run.filler_metrics):
             data[f"perf/filler_{i}"] = float(rng.uniform())
         if step % run.val_every == 0 or step == run.steps:

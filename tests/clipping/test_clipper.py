@@ -7,9 +7,9 @@ import re
 import pytest
 import torch
 from reference import ref_adagc, ref_aggc
-from support.tiny_qwen2 import lm_loss, tiny_qwen2
 
 from aggc_rl.clipping import GradClipper, group_of, make_rule
+from aggc_rl.tiny import lm_loss, tiny_qwen2
 
 
 def model_with_grads(seed: int = 0, scale: float = 1.0, **overrides) -> torch.nn.Module:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 from support.distributed import run_distributed
-from support.tiny_qwen2 import lm_loss, tiny_qwen2
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 from aggc_rl.clipping import RULE_NAMES, GradClipper, make_rule
 from aggc_rl.collective_counter import CollectiveCounter
+from aggc_rl.tiny import lm_loss, tiny_qwen2
 
 pytestmark = pytest.mark.slow
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from support.tiny_qwen2 import tiny_qwen2
 
 from aggc_rl.clipping import SCHEMES, Grouping, group_of
+from aggc_rl.tiny import tiny_qwen2
 
 QWEN2_EXPECTED = {
     "model.embed_tokens.weight": "embed_tokens",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from support.tiny_qwen2 import lm_loss, tiny_qwen2
 
 from aggc_rl.clipping import GradClipper
+from aggc_rl.tiny import lm_loss, tiny_qwen2
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

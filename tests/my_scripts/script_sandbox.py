@@ -106,16 +106,27 @@ def make_sandbox(root: Path) -> Sandbox:
     )
 
 
-def run(sandbox: Sandbox, script: str, *args: str, **env: str | None) -> subprocess.CompletedProcess:
-    """``bash my_scripts/<script> args`` in the sandbox; ``env`` adds variables (None removes one)."""
+#: How a script can be started: ``sh SCRIPT`` (dash here, as on Debian/Ubuntu), ``bash SCRIPT``, ``./SCRIPT``.
+INTERPRETERS = ("sh", "bash", "direct")
+
+
+def run(
+    sandbox: Sandbox, script: str, *args: str, interpreter: str = "bash", **env: str | None
+) -> subprocess.CompletedProcess:
+    """``<interpreter> my_scripts/<script> args`` in the sandbox; ``env`` adds variables (None removes one)."""
     full_env = dict(sandbox.env)
     for key, value in env.items():
         if value is None:
             full_env.pop(key, None)
         else:
             full_env[key] = value
+    if interpreter not in INTERPRETERS:
+        raise ValueError(f"interpreter={interpreter!r}; allowed: {INTERPRETERS}")
+    path = str(SCRIPTS_DIR / script)
+    # The machine's own sh and bash (the sandbox PATH holds links to them), so `sh` is really dash here.
+    command = [path] if interpreter == "direct" else [str(sandbox.bin / interpreter), path]
     return subprocess.run(
-        [shutil.which("bash") or "bash", str(SCRIPTS_DIR / script), *args],
+        [*command, *args],
         env=full_env,
         capture_output=True,
         text=True,

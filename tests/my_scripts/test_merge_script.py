@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import verl_cpu
 from support.distributed import run_distributed
+
+from verl_patches.cpu import harness as verl_cpu
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MERGE = REPO_ROOT / "my_scripts" / "merge_ckpt" / "merge.sh"

@@ -34,10 +34,10 @@ from script_sandbox import (
     make_sandbox,
     run,
 )
-from support import verl_cpu
 
 from aggc_rl.clipping import RULE_NAMES
 from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
+from verl_patches.cpu import harness as verl_cpu
 
 pytestmark = pytest.mark.filterwarnings("ignore:Disabled critic as algorithm.adv_estimator:UserWarning")
 
@@ -181,7 +181,7 @@ def test_script_args_compose_and_build_the_configs_verl_builds(sandbox, tiny_mod
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
-    from verl_patches.actor_config import ClipActorConfig
+    from verl_patches.engine.config import ClipActorConfig
 
     args = dry_run_args(sandbox, script)
     assert all(not arg.startswith("+") or arg.startswith("+ray_kwargs.") for arg in args), args
@@ -194,7 +194,10 @@ def test_script_args_compose_and_build_the_configs_verl_builds(sandbox, tiny_mod
     assert need_reference_policy(cfg) and not need_critic(cfg)
     arr = cfg.actor_rollout_ref
     actor = omega_conf_to_dataclass(arr.actor)
-    assert isinstance(actor, ClipActorConfig) and actor.engine.clip.method == arr.actor.clip
+    assert (
+        isinstance(actor, ClipActorConfig)
+        and actor.engine.clip_spec(actor.optim.clip_grad).method == arr.actor.clip
+    )
     assert actor.engine.param_offload == actor.engine.optimizer_offload == arr.actor.fsdp_config.param_offload
     # The reference config as ActorRolloutRefWorker.init_model reshapes and builds it.
     ref = copy.deepcopy(arr.ref)

@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 from verl.utils.config import omega_conf_to_dataclass
 
 from aggc_rl.clipping import RULE_NAMES, rule_knobs
+from aggc_rl.clipping.switch import BLOCK_METHODS, check_clip_overrides
 from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
-from aggc_rl.verl_adapter.clip_config import BLOCK_METHODS
-from aggc_rl.verl_adapter.overrides import check_clip_overrides
-from verl_patches.actor_config import CLIP_BACKEND, ClipActorConfig
+from verl_patches.engine.backend import CLIP_BACKEND
+from verl_patches.engine.config import ClipActorConfig
 
 # verl's actor config refuses to build without a micro-batch size; any run sets one.
 BASE = ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"]
@@ -48,7 +48,7 @@ def test_each_preset_resolves_to_the_clip_engine(method):
     actor = build_actor(f"actor_rollout_ref.actor.clip={method}")
     assert isinstance(actor, ClipActorConfig)
     assert actor.engine.strategy == CLIP_BACKEND and actor.strategy == "fsdp2"
-    spec = actor.engine.clip
+    spec = actor.engine.clip_spec(actor.optim.clip_grad)
     assert spec.method == method
     rule = spec.build_rule()
     if method == "global":
@@ -64,15 +64,12 @@ def test_knob_override_reaches_the_rule():
         "actor_rollout_ref.actor.clip_config.aggc.schedule=none",
         "actor_rollout_ref.actor.clip_config.grouping=module_type_per_layer",
     )
-    rule = actor.engine.clip.build_rule()
+    spec = actor.engine.clip_spec(actor.optim.clip_grad)
+    rule = spec.build_rule()
     assert rule.beta == 0.95 and rule.schedule == "none"
-    assert actor.engine.clip.grouping == "module_type_per_layer"
-    assert (
-        build_actor("actor_rollout_ref.actor.clip=global", "actor_rollout_ref.actor.optim.clip_grad=0.3")
-        .engine.clip.build_rule()
-        .max_norm
-        == 0.3
-    )
+    assert spec.grouping == "module_type_per_layer"
+    actor = build_actor("actor_rollout_ref.actor.clip=global", "actor_rollout_ref.actor.optim.clip_grad=0.3")
+    assert actor.engine.clip_spec(actor.optim.clip_grad).build_rule().max_norm == 0.3
 
 
 def test_reference_model_stays_on_the_stock_engine():
@@ -147,7 +144,7 @@ def test_cfg_job_prints_the_composed_config():
     actor = yaml.safe_load(out.stdout)["actor_rollout_ref"]["actor"]
     assert actor["clip"] == "aggc_official"
     assert actor["clip_config"]["aggc_official"]["schedule"] == "none"
-    assert actor["_target_"] == "verl_patches.actor_config.ClipActorConfig"
+    assert actor["_target_"] == "verl_patches.engine.config.ClipActorConfig"
 
 
 def test_cli_refuses_unknown_knob_before_composing():

@@ -7,13 +7,13 @@ driver and in every Ray worker) or explicitly. The call is idempotent.
 What it does, and why each piece is needed (verl 0.9.1 has no CPU platform and falls back to "nvidia"):
 
 * registers :class:`PlatformCPU` as ``"cpu"`` in verl's ``PlatformRegistry`` (always: cheap, inert
-  unless selected). Its device module (:mod:`verl_patches.cpu_device`) answers the memory, RNG and
+  unless selected). Its device module (:mod:`verl_patches.cpu.device`) answers the memory, RNG and
   name queries verl sends to ``torch.<device>`` and ``torch.cpu`` lacks. Ray resources are asked for
   as "GPU": start Ray with a fake ``num_gpus`` (one per worker), since verl's pools always request
   an accelerator per worker.
 * only when ``VERL_PLATFORM=cpu``:
-    - registers verl's stock FSDP engines for device ``"cpu"`` through ``EngineRegistry.register``
-      (verl registers them for cuda and npu only). This imports verl's FSDP engine module, which
+    - registers verl's stock FSDP engines for device ``"cpu"`` with
+      :func:`verl_patches.engine.registry.register_engine` (verl registers them for cuda and npu only). This imports verl's FSDP engine module, which
       resolves verl's platform singleton at import (``workers/engine/fsdp/transformer_impl.py:89``),
       so it must not happen in a process that is not meant to run on the CPU platform;
     - patches ``initialize_global_process_group_ray`` (see :func:`_install_gloo_process_group_patch`).
@@ -34,7 +34,7 @@ sglang and trtllm are registered), so the full PPO trainer still does not run en
 
 from __future__ import annotations
 
-from verl_patches import require_verl
+from verl_patches.version import require_verl
 
 require_verl(__name__)
 
@@ -48,7 +48,8 @@ from typing import Any  # noqa: E402
 
 from verl.plugin.platform import PlatformBase, PlatformRegistry, get_platform  # noqa: E402
 
-from verl_patches import cpu_device  # noqa: E402
+from verl_patches.cpu import device as cpu_device  # noqa: E402
+from verl_patches.engine.registry import register_engine  # noqa: E402
 
 #: The name this platform is registered under, and the value of ``VERL_PLATFORM`` that selects it.
 PLATFORM_NAME = "cpu"
@@ -70,8 +71,6 @@ FSDP_BACKENDS = ("fsdp", "fsdp2")
 #: Modules that bound ``initialize_global_process_group_ray`` by name (``from ... import``) in verl 0.9.1.
 _PROCESS_GROUP_INIT_IMPORTERS = ("verl.workers.engine_workers",)
 
-#: What this module registered with verl's EngineRegistry, by (model_type, backend).
-_registered_engines: dict[tuple[str, str], type] = {}
 #: The exception of the last failed :func:`register_cpu_platform`, raised again when the platform is used.
 _setup_error: Exception | None = None
 
@@ -90,7 +89,7 @@ def _raise_if_setup_failed() -> None:
         raise CPUPlatformSetupError(
             f"verl's CPU platform was selected (VERL_PLATFORM={PLATFORM_NAME}) but setting it up failed: "
             f"{_setup_error!r}. verl swallows errors raised while it loads plugins; call "
-            f"verl_patches.cpu_platform.register_cpu_platform() directly to see the full traceback."
+            f"verl_patches.cpu.platform.register_cpu_platform() directly to see the full traceback."
         ) from _setup_error
 
 
@@ -183,43 +182,12 @@ class PlatformCPU(PlatformBase):
         return None
 
 
-def register_engine_for_cpu(
-    engine_cls: type, model_type: str, backends: str | list[str] | tuple[str, ...]
-) -> None:
-    """Register ``engine_cls`` for device "cpu" under ``backends`` through verl's ``EngineRegistry``.
-
-    Idempotent per (model_type, backend); registering a different class for a key already taken
-    raises. Public so that engine subclasses (e.g. one overriding ``optimizer_step`` under its own
-    backend name) can be made available on the CPU platform the same way as verl's own engines.
-    """
-    from verl.workers.engine import BaseEngine, EngineRegistry
-
-    if not (isinstance(engine_cls, type) and issubclass(engine_cls, BaseEngine)):
-        raise TypeError(f"{engine_cls!r} is not a subclass of verl's BaseEngine")
-    for backend in [backends] if isinstance(backends, str) else list(backends):
-        known = _registered_engines.get((model_type, backend))
-        if known is engine_cls:
-            continue
-        if known is not None:
-            raise CPUPlatformSetupError(
-                f"{known.__qualname__} is already registered for model_type={model_type!r}, "
-                f"backend={backend!r} on the CPU; cannot register {engine_cls.__qualname__} as well"
-            )
-        try:
-            EngineRegistry.register(model_type=model_type, backend=backend, device=DEVICE_NAME)(engine_cls)
-        except AssertionError as err:  # verl asserts that a key is registered once
-            raise CPUPlatformSetupError(
-                f"cannot register {engine_cls.__qualname__} for model_type={model_type!r}, backend={backend!r}, "
-                f"device={DEVICE_NAME!r}: verl's EngineRegistry already has an engine for that key ({err})"
-            ) from err
-        _registered_engines[(model_type, backend)] = engine_cls
-
-
 def _register_fsdp_engines() -> None:
     from verl.workers.engine.fsdp import transformer_impl
 
     for model_type, class_name in _FSDP_ENGINES.items():
-        register_engine_for_cpu(getattr(transformer_impl, class_name), model_type, FSDP_BACKENDS)
+        engine_cls = getattr(transformer_impl, class_name)
+        register_engine(engine_cls, model_type=model_type, backends=FSDP_BACKENDS, devices=(DEVICE_NAME,))
 
 
 def _gloo_process_group_init(original: Callable[..., Any]) -> Callable[..., Any]:

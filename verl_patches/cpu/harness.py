@@ -3,7 +3,7 @@
 Everything here goes through verl's real entry points with the config objects verl's workers
 build, so a test that passes here exercises the code path the trainer takes:
 
-* :func:`make_tiny_model_dir` writes a random tiny Qwen2 and a ``tokenizers`` tokenizer (no downloads);
+* :func:`make_tiny_model_dir` (from :mod:`aggc_rl.tiny`) writes a random tiny Qwen2 and its tokenizer;
 * :func:`ppo_config` composes verl's own ``ppo_trainer`` Hydra config with CPU-friendly overrides;
 * :func:`engine_setup` turns its ``actor_rollout_ref`` section into the four engine configs exactly
   as ``ActorRolloutRefWorker.init_model`` / ``TrainingWorker.__init__`` do;
@@ -22,7 +22,6 @@ happen only after :func:`use_cpu_platform` (in each process, spawned ones includ
 
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import torch
 import torch.multiprocessing as mp
 from tensordict import TensorDict
 
-from support.tiny_qwen2 import tiny_qwen2_config
+from aggc_rl.tiny import make_tiny_model_dir  # noqa: F401  (re-exported for the tests)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,7 +46,7 @@ def use_cpu_platform() -> None:
     selected = os.environ.setdefault("VERL_PLATFORM", "cpu")
     if selected != "cpu":
         raise RuntimeError(f"VERL_PLATFORM={selected!r} in this process; the CPU harness needs 'cpu'")
-    from verl_patches.cpu_platform import register_cpu_platform
+    from verl_patches.cpu.platform import register_cpu_platform
 
     register_cpu_platform()
 
@@ -71,35 +70,6 @@ def run_in_fresh_process(fn: Callable[..., Any], *args: Any, env: dict[str, str 
         max_workers=1, mp_context=mp.get_context("spawn"), initializer=_set_environment, initargs=(env or {},)
     ) as pool:
         return pool.submit(fn, *args).result()
-
-
-def make_tiny_model_dir(
-    path: str | os.PathLike, seed: int = 0, chat_template: bool = True, **config_overrides: Any
-) -> str:
-    """Save a random tiny Qwen2 (``tiny_qwen2_config``) with the project's tiny tokenizer into ``path``.
-
-    The tokenizer is ``aggc_rl.tiny.build_tokenizer()``: byte-level (every byte a token, so any text
-    round-trips), ChatML specials and template, loadable by ``AutoTokenizer`` as verl does.
-    ``chat_template=False`` saves it without a template, for code paths that must cope with none.
-    """
-    from transformers import Qwen2ForCausalLM
-
-    from aggc_rl.tiny import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    if not chat_template:
-        tokenizer.chat_template = None
-    config = tiny_qwen2_config(**{"vocab_size": 8 * math.ceil(len(tokenizer) / 8), **config_overrides})
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.bos_token_id = None
-
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
-    out = Path(path)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
 
 
 def ppo_config(
@@ -148,13 +118,13 @@ def ppo_config(
 
 def clip_ppo_config(model_path: str, total_training_steps: int, *overrides: str) -> DictConfig:
     """Our primary config (``python -m aggc_rl.train``'s) with the CPU settings: ``actor.clip`` selects the engine."""
-    from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
+    from verl_patches.config_files import CONFIG_DIR, PPO_CONFIG_NAME
 
     return ppo_config(
         model_path,
         backend=None,
         config_dir=CONFIG_DIR,
-        config_name=CONFIG_NAME,
+        config_name=PPO_CONFIG_NAME,
         overrides=[f"actor_rollout_ref.actor.optim.total_training_steps={total_training_steps}", *overrides],
     )
 
@@ -352,7 +322,7 @@ def start_ray_on_cpu(num_workers: int, num_cpus: int = 4) -> None:
                 "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONPATH": python_path,
             },
-            "worker_process_setup_hook": "verl_patches.cpu_platform.register_cpu_platform",
+            "worker_process_setup_hook": "verl_patches.cpu.platform.register_cpu_platform",
         },
     )
 

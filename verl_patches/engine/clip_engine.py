@@ -2,10 +2,15 @@
 
 Written for verl 0.9.1 (workers/engine/fsdp/transformer_impl.py): ``optimizer_step`` mirrors the stock
 one (unscale, clip, skip a non-finite step, step, QAT scale invalidation) with the clipper in place of
-``fsdp2_clip_grad_norm_``; ``train_batch`` adds the clipper's metrics (they reach the trainer's logger
-as ``actor/clip/...``); checkpoints carry the clipper state in ``clip_state_world_size_W_rank_R.pt``
-beside verl's per-rank files. The training schedule's progress is verl's own LR-scheduler step count
-over ``optim.total_training_steps`` (the trainer sets both), so it is also restored on resume.
+``fsdp2_clip_grad_norm_``; ``train_batch`` adds the clipper's metrics (named in :mod:`aggc_rl.metrics`;
+verl's trainer logs them as ``actor/clip/...``); checkpoints carry the clipper state in
+``clip_state_world_size_W_rank_R.pt`` beside verl's per-rank files. The training schedule's progress is
+verl's own LR-scheduler step count over ``optim.total_training_steps`` (the trainer sets both), so it is
+also restored on resume.
+
+The clip settings travel in the engine config (:class:`ClipFSDPEngineConfig`): any verl config that builds
+an FSDP engine config can carry them (the RL actor's, through ``verl_patches.engine.config``; SFT's engine
+config directly). Importing this module registers the engine for every device.
 """
 
 from __future__ import annotations
@@ -14,24 +19,68 @@ import glob
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 
 import torch
 
-from verl_patches import require_verl
+from verl_patches.version import require_verl
 
 require_verl(__name__)
 
 from verl.utils.metric.utils import Metric  # noqa: E402
-from verl.workers.engine.base import EngineRegistry  # noqa: E402
+from verl.workers.config import FSDPEngineConfig  # noqa: E402
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead  # noqa: E402
 
-from aggc_rl.clipping import ClipResult, GradClipper  # noqa: E402
-from verl_patches.actor_config import CLIP_BACKEND  # noqa: E402
+from aggc_rl import metrics as names  # noqa: E402
+from aggc_rl.clipping import ClipConfig, ClipResult, ClipSpec, GradClipper, resolve_clip  # noqa: E402
+from verl_patches.engine.backend import CLIP_BACKEND, for_module_builder, route_to_clip_engine  # noqa: E402
+from verl_patches.engine.registry import register_engine  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 CLIP_STATE_PATTERN = "clip_state_world_size_{world}_rank_{rank}.pt"
-METRIC_PREFIX = "clip/"
+#: Devices the engine is registered for: verl's FSDP engine devices, plus our CPU platform's.
+DEVICES = ("cuda", "npu", "cpu")
+
+
+@dataclass
+class ClipFSDPEngineConfig(FSDPEngineConfig):
+    """verl's FSDP engine config plus the clip settings (``clip``, ``clip_config``).
+
+    ``clip=None`` means "not attached yet": the RL actor config attaches its own keys after building this
+    (:func:`attach_clip`); a config that has no actor (SFT) sets them here directly and is attached on
+    construction. ``clip_prefix`` is where the settings live in the user's config, for error messages.
+    """
+
+    _mutable_fields = FSDPEngineConfig._mutable_fields | {"clip", "clip_config", "clip_prefix"}
+
+    clip: str | None = None
+    clip_config: ClipConfig = field(default_factory=ClipConfig)
+    clip_prefix: str = "engine"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.clip_config, dict):
+            self.clip_config = ClipConfig(**self.clip_config)
+        if self.clip is not None:
+            attach_clip(self, self.clip, self.clip_config, prefix=self.clip_prefix)
+
+    def clip_spec(self, max_norm: float) -> ClipSpec:
+        """The validated spec; ``max_norm`` is ``optim.clip_grad`` (what ``clip=global`` uses)."""
+        if self.clip is None:
+            raise ValueError(
+                f"engine backend {CLIP_BACKEND!r} needs clip settings; run through `python -m aggc_rl.train` "
+                "(configs/aggc_ppo_trainer.yaml) so the actor config provides them"
+            )
+        return resolve_clip(self.clip, self.clip_config, max_norm=max_norm, prefix=self.clip_prefix)
+
+
+def attach_clip(engine_config: ClipFSDPEngineConfig, clip: str, clip_config: ClipConfig, prefix: str) -> None:
+    """Give ``engine_config`` the clip settings and route it to this engine (validated before, by the caller)."""
+    engine_config.clip = clip
+    engine_config.clip_config = clip_config
+    engine_config.clip_prefix = prefix
+    route_to_clip_engine(engine_config)
 
 
 def clip_state_path(local_path: str, world: int, rank: int) -> str:
@@ -42,16 +91,19 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
     """FSDP2 actor engine whose gradient clipping is a :class:`GradClipper` (any of our rules)."""
 
     def __init__(self, model_config, engine_config, optimizer_config, checkpoint_config, **kwargs) -> None:
-        spec = getattr(engine_config, "clip", None)
-        if spec is None:
-            raise ValueError(
-                f"engine backend {CLIP_BACKEND!r} needs actor_rollout_ref.actor.clip settings; run through "
-                "`python -m aggc_rl.train` (configs/aggc_ppo_trainer.yaml) so the actor config provides them"
+        if not isinstance(engine_config, ClipFSDPEngineConfig):
+            raise TypeError(
+                f"engine backend {CLIP_BACKEND!r} needs a {ClipFSDPEngineConfig.__qualname__}, got "
+                f"{type(engine_config).__name__}; run through `python -m aggc_rl.train` (configs/aggc_ppo_trainer.yaml)"
             )
-        # verl's module builder only knows "fsdp"/"fsdp2"; the backend name has done its job (selection).
-        object.__setattr__(engine_config, "strategy", "fsdp2")
-        super().__init__(model_config, engine_config, optimizer_config, checkpoint_config, **kwargs)
-        self.clip_spec = spec
+        self.clip_spec = engine_config.clip_spec(max_norm=optimizer_config.clip_grad)
+        super().__init__(
+            model_config,
+            for_module_builder(engine_config, FSDPEngineConfig),
+            optimizer_config,
+            checkpoint_config,
+            **kwargs,
+        )
         self.clipper: GradClipper | None = None
         self.last_clip: ClipResult | None = None
 
@@ -60,10 +112,9 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
         if self.engine_config.forward_only:
             return
         rule = self.clip_spec.build_rule()
-        uses_progress = getattr(rule, "schedule", "none") != "none"
-        if uses_progress and not (self.optimizer_config.total_training_steps or 0) > 0:
+        if rule.uses_progress and not (self.optimizer_config.total_training_steps or 0) > 0:
             raise ValueError(
-                f"clip={self.clip_spec.method} with schedule={rule.schedule!r} needs the number of training steps, "
+                f"clip={self.clip_spec.method} follows training progress (its schedule) and needs the number of training steps, "
                 f"but optim.total_training_steps={self.optimizer_config.total_training_steps}; verl's trainer "
                 "sets it, other callers must"
             )
@@ -111,26 +162,19 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
         return result.total_norm
 
     def clip_metrics(self) -> dict[str, float]:
+        """This step's clip metrics, named by :mod:`aggc_rl.metrics` (verl adds ``actor/``)."""
         result = self.last_clip
         if result is None:
             return {}
-        metrics = result.metrics(prefix=METRIC_PREFIX)
-        if not self.clip_spec.log_per_group:
-            metrics = {k: v for k, v in metrics.items() if k.count("/") == 1}
-        progress = self.training_progress()
-        metrics[f"{METRIC_PREFIX}progress"] = progress
-        multipliers = getattr(self.clipper.rule, "multipliers", None)
-        if multipliers is not None:
-            low, high = multipliers(progress)
-            metrics[f"{METRIC_PREFIX}band_low"] = low
-            metrics[f"{METRIC_PREFIX}band_high"] = high
+        metrics = result.metrics(per_group=self.clip_spec.log_per_group)
+        metrics[names.PROGRESS.key()] = self.training_progress()
         return metrics
 
     def train_batch(self, data, loss_function):
         outputs = super().train_batch(data, loss_function)
         if self.is_mp_src_rank_with_outputs():
             for key, value in self.clip_metrics().items():
-                outputs["metrics"][key] = Metric("mean", value)
+                outputs["metrics"][key] = Metric(names.reduction_of(key), value)
         return outputs
 
     # -- checkpoints -----------------------------------------------------------------------------------------
@@ -167,14 +211,4 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def register_clip_engine() -> None:
-    """Register the engine for every device verl's FSDP engine supports, plus cpu; idempotent."""
-    registered = EngineRegistry._engines.get("language_model", {}).get(CLIP_BACKEND, {})
-    devices = [d for d in ("cuda", "npu", "cpu") if d not in registered]
-    if devices:
-        EngineRegistry.register(model_type="language_model", backend=CLIP_BACKEND, device=devices)(
-            ClipFSDPEngine
-        )
-
-
-register_clip_engine()
+register_engine(ClipFSDPEngine, model_type="language_model", backends=(CLIP_BACKEND,), devices=DEVICES)

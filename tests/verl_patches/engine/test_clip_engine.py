@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import verl_cpu
 from support.distributed import run_distributed
 from verl.utils.metric.utils import Metric
 
 from aggc_rl.clipping import RULE_NAMES, group_of
+from verl_patches.cpu import harness as verl_cpu
 
 pytestmark = pytest.mark.slow
 

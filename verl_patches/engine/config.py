@@ -1,0 +1,50 @@
+"""The RL actor config that carries the clip switch to the ``aggc_fsdp2`` engine (written for verl 0.9.1).
+
+verl converts ``actor_rollout_ref.actor`` into ``FSDPActorConfig`` (unknown keys are rejected) and hands
+only ``actor.engine`` / ``actor.optim`` to the engine, so :class:`ClipActorConfig` adds the user-facing
+``clip`` / ``clip_config`` keys, validates them where the config is built (in the driver before Ray
+starts, and in every worker), and attaches them to its engine config, which routes the actor to our
+engine while ``actor.strategy`` stays ``fsdp2`` (so the reference model, whose strategy follows the
+actor's, keeps verl's stock engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from verl_patches.version import require_verl
+
+require_verl(__name__)
+
+from verl.workers.config import FSDPActorConfig  # noqa: E402
+
+from aggc_rl.clipping import ACTOR_PREFIX, ClipConfig, resolve_clip  # noqa: E402
+from verl_patches.engine.backend import BUILDER_STRATEGY  # noqa: E402
+from verl_patches.engine.clip_engine import ClipFSDPEngineConfig, attach_clip  # noqa: E402
+
+
+@dataclass
+class ClipActorConfig(FSDPActorConfig):
+    """verl's FSDP actor config plus ``clip`` (the method) and ``clip_config`` (its knobs)."""
+
+    clip: str = "global"
+    clip_config: ClipConfig = field(default_factory=ClipConfig)
+
+    def __post_init__(self) -> None:
+        # Resolve the clip switch first: its errors are the ones users of this config can act on.
+        if isinstance(self.clip_config, dict):
+            self.clip_config = ClipConfig(**self.clip_config)
+        resolve_clip(self.clip, self.clip_config, max_norm=self.optim.clip_grad, prefix=ACTOR_PREFIX)
+        super().__post_init__()
+        if self.strategy != BUILDER_STRATEGY:
+            raise ValueError(
+                f"{ACTOR_PREFIX}.clip needs FSDP2 (exact per-module norms of sharded DTensors), but "
+                f"{ACTOR_PREFIX}.strategy={self.strategy!r}; allowed: {BUILDER_STRATEGY}"
+            )
+        if not isinstance(self.engine, ClipFSDPEngineConfig):
+            raise TypeError(
+                f"{ACTOR_PREFIX}.fsdp_config must be built as {ClipFSDPEngineConfig.__module__}."
+                f"{ClipFSDPEngineConfig.__name__} (set by configs/aggc_ppo_trainer.yaml), got "
+                f"{type(self.engine).__name__}"
+            )
+        attach_clip(self.engine, self.clip, self.clip_config, prefix=ACTOR_PREFIX)
