@@ -8,3 +8,5 @@ from pathlib import Path
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 #: ``python -m aggc_rl.train``: verl's ``ppo_trainer`` plus the clip switch.
 PPO_CONFIG_NAME = "aggc_ppo_trainer"
+#: ``python -m aggc_rl.sft``: verl's ``sft_trainer_engine`` plus the clip switch on ``engine``.
+SFT_CONFIG_NAME = "aggc_sft_trainer"

@@ -43,6 +43,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
+from datetime import timedelta  # noqa: E402
 from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -204,17 +205,41 @@ def _gloo_process_group_init(original: Callable[..., Any]) -> Callable[..., Any]
     return initialize_global_process_group_ray
 
 
-def _install_gloo_process_group_patch() -> None:
-    """Make verl's Ray workers create their process group with plain gloo.
+def _gloo_spmd_process_group_init(original: Callable[..., Any]) -> Callable[..., Any]:
+    """verl's torchrun-style ``initialize_global_process_group`` (SFT), with the platform's backend."""
 
-    Patch for verl 0.9.1, applied only on the CPU platform. ``initialize_global_process_group_ray``
-    (``verl/utils/distributed.py:83``, backend built at line 89) defaults its backend to
-    ``f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"``, i.e. ``"cpu:gloo,cpu:gloo"`` here, which
-    ``torch.distributed`` rejects; ``TrainingWorker.__init__`` (``verl/workers/engine_workers.py:89``,
-    imported by name at line 38) calls it without a backend and there is no hook to pass one. The replacement passes the platform's
-    backend when the caller gives none and otherwise calls verl's function unchanged. It replaces the
-    function in ``verl.utils.distributed`` (so later ``from ... import`` get it) and in modules that
-    had already imported it by name.
+    @functools.wraps(original)
+    def initialize_global_process_group(timeout_second: int = 36000) -> Any:
+        import torch.distributed as dist
+
+        dist.init_process_group(
+            backend=get_platform().communication_backend_name(),
+            timeout=timedelta(seconds=timeout_second),
+            init_method=os.environ.get("DIST_INIT_METHOD", None),
+        )
+        return int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+    initialize_global_process_group.__verl_patches_cpu__ = True  # type: ignore[attr-defined]
+    return initialize_global_process_group
+
+
+def _install_gloo_process_group_patch() -> None:
+    """Make verl's process groups plain gloo, in Ray workers (RL) and under torchrun (SFT).
+
+    Patch for verl 0.9.1, applied only on the CPU platform. Both of verl's set-up functions in
+    ``verl/utils/distributed.py`` build the backend ``f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"``,
+    i.e. ``"cpu:gloo,cpu:gloo"`` here, which ``torch.distributed`` rejects:
+
+    * ``initialize_global_process_group_ray`` (line 83) takes a ``backend`` argument, but
+      ``TrainingWorker.__init__`` (``verl/workers/engine_workers.py:89``, imported by name at line 38) calls it
+      without one and there is no hook to pass one. The replacement passes the platform's backend when the
+      caller gives none and otherwise calls verl's function unchanged.
+    * ``initialize_global_process_group`` (line 62, called by ``sft_trainer.run_sft``) takes no backend at all;
+      the replacement does what it does (``init_process_group`` from the torchrun environment, then returns the
+      ranks) with the platform's backend. Setting the device, its last step, is meaningless on the CPU.
+
+    Both are replaced in ``verl.utils.distributed`` (so later ``from ... import`` get them) and in modules that
+    had already imported them by name.
     """
     from verl.utils import distributed
 
@@ -226,6 +251,9 @@ def _install_gloo_process_group_patch() -> None:
         module = sys.modules.get(module_name)
         if module is not None:
             module.initialize_global_process_group_ray = patched
+    spmd = distributed.initialize_global_process_group
+    if not getattr(spmd, "__verl_patches_cpu__", False):
+        distributed.initialize_global_process_group = _gloo_spmd_process_group_init(spmd)
 
 
 def _register_platform() -> None:
