@@ -75,6 +75,23 @@ PG_LOSS = ACTOR_PREFIX + "pg_loss"
 TOTAL_NORM_PRE = MetricName(f"{CLIP_PREFIX}total_norm_pre", "mean", "total L2 norm before clipping")
 TOTAL_NORM_POST = MetricName(f"{CLIP_PREFIX}total_norm_post", "mean", "total L2 norm after clipping")
 SKIPPED = MetricName(f"{CLIP_PREFIX}skipped", "mean", "1 when a norm was not finite and the step was skipped")
+SPIKE_SKIPPED = MetricName(
+    f"{CLIP_PREFIX}spike_skipped", "mean", "1 when the guard skipped the step (skip_above or skip_sigma)"
+)
+SPIKE_Z = MetricName(
+    f"{CLIP_PREFIX}spike_z",
+    "max",
+    "z-score of the pre-clip total against the guard window (logged once the window is ready)",
+)
+SKIPS_NON_FINITE_TOTAL = MetricName(
+    f"{CLIP_PREFIX}skips_non_finite_total", "max", "steps skipped so far because a norm was not finite"
+)
+SKIPS_SPIKE_TOTAL = MetricName(
+    f"{CLIP_PREFIX}skips_spike_total", "max", "steps skipped so far by the guard (skip_above / skip_sigma)"
+)
+CONSECUTIVE_SKIPS = MetricName(
+    f"{CLIP_PREFIX}consecutive_skips", "max", "skipped steps in a row, up to this one (0 after a taken step)"
+)
 FRAC_SCALED_DOWN = MetricName(f"{CLIP_PREFIX}frac_scaled_down", "mean", "fraction of groups scaled < 1")
 FRAC_SCALED_UP = MetricName(f"{CLIP_PREFIX}frac_scaled_up", "mean", "fraction of groups scaled > 1")
 GROUP_NORM = MetricName(f"{CLIP_PREFIX}norm", "mean", "pre-clip L2 norm of the group", per_group=True)
@@ -83,8 +100,9 @@ GROUP_SCALE = MetricName(f"{CLIP_PREFIX}scale", "mean", "factor applied to the g
 #: The rules' own statistics (``ClipRule.stats``): per-group ones are families, the others single values.
 RULE_STATS: dict[str, MetricName] = {
     "ema": MetricName(
-        f"{CLIP_PREFIX}ema", "mean", "the rule's running statistic (AGGC EMA, AdaGC gamma)", True
+        f"{CLIP_PREFIX}ema", "mean", "the rule's running statistic (AGGC EMA, AdaGC gamma, ZClip mean)", True
     ),
+    "std": MetricName(f"{CLIP_PREFIX}std", "mean", "ZClip's running standard deviation of the norm", True),
     "band_low": MetricName(f"{CLIP_PREFIX}band_low", "mean", "AGGC's lower band multiplier at this progress"),
     "band_high": MetricName(
         f"{CLIP_PREFIX}band_high", "mean", "AGGC's upper band multiplier at this progress"
@@ -100,6 +118,11 @@ SCALARS: tuple[MetricName, ...] = (
     TOTAL_NORM_PRE,
     TOTAL_NORM_POST,
     SKIPPED,
+    SPIKE_SKIPPED,
+    SPIKE_Z,
+    SKIPS_NON_FINITE_TOTAL,
+    SKIPS_SPIKE_TOTAL,
+    CONSECUTIVE_SKIPS,
     FRAC_SCALED_DOWN,
     FRAC_SCALED_UP,
     PROGRESS,
@@ -131,3 +154,12 @@ def reduction_of(key: str) -> str:
         if key.startswith(family.name + "/"):
             return family.reduction
     raise KeyError(f"{key!r} is not a metric named in aggc_rl.metrics")
+
+
+# -- reward events (aggc_rl.rewards.event_metrics: per training step, summed over the batch's samples) --------
+#: Samples whose reward could not be computed (unknown data_source, unreadable ground truth, a scorer
+#: error, a math_verify timeout); each scored ``aggc_rl.rewards.UNSCORED_SCORE`` and was logged.
+REWARD_UNSCORED = "reward/unscored"
+#: Of those, math_verify calls past their deadline twice (a fresh warm worker got the retry).
+REWARD_TIMEOUTS = "reward/timeouts"
+REWARD_EVENTS = (REWARD_UNSCORED, REWARD_TIMEOUTS)

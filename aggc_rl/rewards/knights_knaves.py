@@ -38,6 +38,15 @@ def parse_reference(ground_truth: Any) -> dict[str, str]:
     return roles
 
 
+def ground_truth_problem(ground_truth: Any) -> str | None:
+    """Why ``ground_truth`` cannot be scored (no ``(1) Name is a knight`` line parses), or None."""
+    if ground_truth is None:
+        return "the ground truth is null"
+    if not parse_reference(ground_truth):
+        return f"the ground truth is not in the solution format '(1) Name is a knight': {as_text(ground_truth)[:60]!r}"
+    return None
+
+
 def check_format(response: str) -> bool:
     """Each tag exactly once, in the order think, /think, answer, /answer."""
     if any(response.count(tag) != 1 for tag in TAGS):

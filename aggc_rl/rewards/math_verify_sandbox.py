@@ -58,7 +58,23 @@ class MathVerifySandbox:
         self._pending = b""
 
     def check(self, gold: str, response: str, timeout_s: float) -> Verdict:
-        """Judge ``response`` against ``gold``; a call that overruns ``timeout_s`` kills the child."""
+        """Judge ``response`` against ``gold``; a call that overruns ``timeout_s`` kills the child.
+
+        The deadline covers the call alone: the child is started and warmed up (its first parse pays
+        sympy's lazy imports) before the clock starts. A call past the deadline is retried once on a
+        fresh, warm child; only a second overrun is a timeout (``Verdict.timed_out``).
+        """
+        verdict = self._check_once(gold, response, timeout_s)
+        if verdict.timed_out:
+            logger.warning("math-verify took over %.2fs; retrying once on a fresh, warm worker", timeout_s)
+            verdict = self._check_once(gold, response, timeout_s)
+            if verdict.timed_out:
+                logger.warning(
+                    "math-verify took over %.2fs twice: the sample is a counted timeout", timeout_s
+                )
+        return verdict
+
+    def _check_once(self, gold: str, response: str, timeout_s: float) -> Verdict:
         request = json.dumps({"gold": gold[:MAX_GOLD_CHARS], "response": response[-MAX_RESPONSE_CHARS:]})
         with self._lock:
             proc = self._ensure_started()
@@ -71,7 +87,6 @@ class MathVerifySandbox:
                 return Verdict(pred=None, correct=False)
             line = self._read_line(time.monotonic() + timeout_s)
             if line is None:
-                logger.warning("math-verify took over %.2fs; restarting its worker (scored 0)", timeout_s)
                 self._kill()
                 return Verdict(pred=None, correct=False, timed_out=True)
         try:

@@ -8,6 +8,7 @@ in-process timeout (math-verify's own uses SIGALRM, main thread only) can stop i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,18 @@ def judge(gold_text: str, response: str, parse: Any, verify: Any) -> tuple[str |
     return pred_text[:_MAX_PRED_CHARS], correct
 
 
+#: Judged once before the worker says it is ready: the first parse and verify import and compile most of
+#: sympy and latex2sympy lazily (~0.1 s warm, seconds on a busy CPU), which must not count against the
+#: first real call's deadline.
+WARM_UP = (("72", "so the answer is \\boxed{72}"), ("0.5", "$\\frac{1}{2}$"), ("18", "#### 18.0"))
+
+
+def warm_up(parse: Any, verify: Any) -> None:
+    for gold, response in WARM_UP:
+        with contextlib.suppress(Exception):  # a warm-up failure only costs the first call its speed
+            judge(gold, response, parse, verify)
+
+
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     """Answer one request line per reply line until ``requests`` closes."""
     try:
@@ -38,6 +51,7 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
         replies.flush()
         return
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    warm_up(parse, verify)
     replies.write(b'{"ready": true}\n')
     replies.flush()
     for line in requests:

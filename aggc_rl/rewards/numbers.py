@@ -8,6 +8,7 @@ markers cost milliseconds, never catastrophic backtracking.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -26,6 +27,41 @@ _AT_END = re.compile(rf"(?:{_NUMBER})\Z", re.ASCII)
 _PLAIN_REFERENCE = re.compile(r"[-\u2212+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:/[0-9]+)?", re.ASCII)
 # Python refuses int() of more digits than this; longer references are compared as strings.
 _MAX_REFERENCE_DIGITS = 4000
+
+
+# Any decimal digit (Unicode category Nd: full-width, Arabic-Indic, Devanagari, ...) that is not ASCII, and
+# the full-width / Arabic forms of the signs and separators a number is written with.
+_NON_ASCII_NUMBER_CHAR = re.compile(r"(?=\d)[^0-9]|[\uff03\uff04\uff0b\uff0c\uff0d\uff0e\u066b\u066c]")
+_PUNCTUATION = {
+    "\uff03": "#",  # full-width number sign (a full-width "####" marker)
+    "\uff04": "$",
+    "\uff0b": "+",
+    "\uff0c": ",",
+    "\uff0d": "-",
+    "\uff0e": ".",
+    "\u066b": ".",  # Arabic decimal separator
+    "\u066c": ",",  # Arabic thousands separator
+}
+
+
+def _ascii_char(char: str) -> str:
+    if char in _PUNCTUATION:
+        return _PUNCTUATION[char]
+    digit = unicodedata.decimal(char, None)
+    return char if digit is None else str(digit)
+
+
+def ascii_digits(text: str) -> str:
+    """``text`` with every Unicode decimal digit as its ASCII digit (full-width U+FF11 U+FF18, Arabic-Indic U+0661 U+0668, Devanagari U+0967 U+096E -> ``18``).
+
+    Only decimal digits (``unicodedata.decimal``) and the full-width/Arabic number punctuation are
+    rewritten, so superscripts (``m²``) and fractions (``½``) do not turn into extra numbers, as NFKC
+    would make them. Pure-ASCII text (the usual case) is returned as it is, at no cost.
+    """
+    if text.isascii():
+        return text
+    found = set(_NON_ASCII_NUMBER_CHAR.findall(text))
+    return text.translate({ord(c): _ascii_char(c) for c in found}) if found else text
 
 
 @dataclass(frozen=True)
@@ -100,7 +136,7 @@ def parse_reference(ground_truth: object) -> Reference:
 
     A full GSM8K solution (with ``####``) is accepted too: its final number is the reference.
     """
-    raw = as_text(ground_truth).strip()
+    raw = ascii_digits(as_text(ground_truth)).strip()
     if MARKER in raw:
         found = extract_after_marker(raw)
         if found is not None:
