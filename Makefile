@@ -40,9 +40,16 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m aggc_rl.demo --out $(or $(OUT),outputs/demo$(if $(FAST),-fast)) $(if $(FAST),--fast)
 
+# CPU: per-round ratios to torch's clip_grad_norm_ with their spread (robust to a shared machine).
 bench: $(STAMP)
-	$(PY) -m bench.clip_step --out bench/results/clip_step_cpu.json
+	$(PY) -m bench.clip_step --runs 15 --out bench/results/clip_step_cpu.json
 	$(PY) -m bench.engine_step --out bench/results/engine_step_cpu.json
+
+# One GPU, < 8 min: clip step 0.5B-7B bf16/fp32 vs torch and the bandwidth floor, a 1.5B train step, host
+# syncs. Only torch + transformers (the GPU machine's own Python, no venv). TINY=1: the CPU smoke path.
+.PHONY: bench-gpu
+bench-gpu:
+	$(or $(GPU_PY),$(PYTHON)) -m bench.gpu $(if $(TINY),--tiny --out outputs/bench-gpu-tiny.json --md outputs/bench-gpu-tiny.md,--out bench/results/gpu.json --md bench/results/gpu.md)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,105 +1,74 @@
 """Time one clip step on Qwen2.5-0.5B-shaped gradients: torch's clip_grad_norm_ vs GradClipper per rule.
 
-Methods are interleaved in one process (so drift hits all alike); each timed
-call starts from the same random gradients (restored untimed); adaptive rules
-start from a steady state reached by running the rule alone for 200 updates on
-these gradients' norms, so every group is scaled as in a long run. Also counts
-the collectives of one ``clip_`` call in a 2-process gloo run (torch profiler).
+Robust to a shared machine (see :mod:`bench.rounds`): each round times torch and every method back to
+back on the same gradients (restored untimed before each call), and the figure per method is the
+median of its per-round ratios to torch, with their spread, min / median / max times and a plain
+warning when the spread is too wide to trust. A copy timed in the same rounds gives the floor (3 x
+the gradient bytes over the copy bandwidth). Adaptive rules start from their steady state on these
+gradients (every group scaled). Also counts the collectives of one ``clip_`` call in a 2-process
+gloo run.
 
     python -m bench.clip_step --out bench/results/clip_step_cpu.json
+    python -m bench.clip_step --tiny --runs 5 --no-collectives     # seconds: the CI path
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 
 import torch
 
-from aggc_rl.clipping import GradClipper, make_rule
-from bench.shapes import qwen2_shapes
+from aggc_rl.clipping import RULE_NAMES, GradClipper, make_rule
+from bench import rounds as rd
+from bench.clip_methods import (
+    BASELINE,
+    COPY_PROBE,
+    GUARD_RULE,
+    GUARDED,
+    build,
+    copy_probe,
+    floors_per_round,
+    guard_config,
+    guard_module,
+)
 
-RULES = ("global", "aggc", "aggc_official", "adagc")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def make_params(
-    model: str, dtype: torch.dtype, device: torch.device, seed: int = 0
-) -> list[tuple[str, torch.nn.Parameter]]:
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    named = []
-    for name, shape in qwen2_shapes(model):
-        p = torch.nn.Parameter(torch.empty(shape, dtype=dtype, device=device))
-        p.grad = torch.randn(shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
-        named.append((name, p))
-    return named
+RULES = RULE_NAMES
+#: Bigger than the last-level cache of any CPU this runs on.
+PROBE_BYTES = 256 << 20
 
 
-def steady_state(clipper: GradClipper, updates: int = 200) -> None:
-    """Advance the rule's state as if it had seen these gradients ``updates`` times (grads untouched)."""
-    saved = [p.grad.clone() for p in clipper.params]
-    norms = clipper.clip_(progress=0.0).norms
-    for p, g in zip(clipper.params, saved, strict=True):
-        p.grad.copy_(g)
-    state = clipper.rule.init(len(clipper.groups), dtype=torch.float64)
-    for _ in range(updates):
-        _, state = clipper.rule.update(norms, state, progress=0.0)
-    clipper.state = state
-
-
-def bench_clip(model: str, dtype: torch.dtype, device: torch.device, runs: int) -> dict:
-    named = make_params(model, dtype, device)
-    params = [p for _, p in named]
-    original = [p.grad.clone() for p in params]
-    n_elems = sum(p.numel() for p in params)
-
-    methods: dict[str, Callable[[], object]] = {
-        "torch_clip_grad_norm_foreach": lambda: torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-    }
-    for rule in RULES:
-        clipper = GradClipper(named, make_rule(rule))
-        if rule != "global":
-            steady_state(clipper)
-        methods[rule] = lambda c=clipper: c.clip_(progress=0.0)
-
-    times: dict[str, list[float]] = {k: [] for k in methods}
-    for run in range(runs + 2):  # two warm-up rounds are discarded
-        for key, fn in methods.items():
-            for p, g in zip(params, original, strict=True):
-                p.grad.copy_(g)
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            if run >= 2:
-                times[key].append(time.perf_counter() - t0)
-
-    base = statistics.median(times["torch_clip_grad_norm_foreach"])
-    rows = {
-        k: {
-            "median_ms": 1e3 * statistics.median(v),
-            "ratio_to_torch": statistics.median(v) / base,
-            "runs": len(v),
-        }
-        for k, v in times.items()
-    }
+def bench_clip(model: str, dtype: torch.dtype, device: torch.device, runs: int, warmup: int = 2) -> dict:
+    case = build(model, dtype, device)
+    probe_fn, probe_moved = copy_probe(device, PROBE_BYTES if not model.startswith("tiny") else 8 << 20)
+    times = rd.run_rounds(
+        case.methods,
+        rounds=runs,
+        warmup=warmup,
+        timer=rd.timer_for(device),
+        reset=case.reset,
+        untimed={COPY_PROBE: probe_fn},
+    )
+    probe_times = times.pop(COPY_PROBE)
+    summary = rd.summarize(
+        times, BASELINE, floor_s=floors_per_round(probe_times, probe_moved, case.grad_bytes)
+    )
+    bandwidth = sorted(probe_moved / t for t in probe_times)
     return {
         "model": model,
         "dtype": str(dtype).removeprefix("torch."),
         "device": str(device),
-        "tensors": len(params),
-        "elements": n_elems,
-        "methods": rows,
+        "tensors": len(case.named),
+        "elements": case.elements,
+        "grad_bytes": case.grad_bytes,
+        "copy_bandwidth_gbps": bandwidth[len(bandwidth) // 2] / 1e9,
+        "methods": summary["methods"],
+        "warnings": summary["warnings"],
+        "notes": case.notes,
     }
 
 
@@ -113,17 +82,21 @@ def _collective_worker(rank: int, world: int, init_file: str, out_file: str) -> 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     counts = {}
     mesh = init_device_mesh("cpu", (world,))
-    for rule in RULES:
+    variants = [(rule, rule, {}) for rule in RULES]
+    guard = guard_module()
+    if guard is not None:
+        variants.append((GUARDED, GUARD_RULE, {"guard": guard_config(guard)}))
+    for key, rule, kwargs in variants:
         torch.manual_seed(0)
         model = torch.nn.Sequential()
         model.add_module("q_proj", torch.nn.Linear(64, 64))
         model.add_module("down_proj", torch.nn.Linear(64, 64))
         fully_shard(model, mesh=mesh)
         model(torch.randn(8, 64)).square().mean().backward()
-        clipper = GradClipper(model.named_parameters(), make_rule(rule))
+        clipper = GradClipper(model.named_parameters(), make_rule(rule), **kwargs)
         with CollectiveCounter() as counter:
             clipper.clip_(progress=0.5)
-        counts[rule] = len(counter.calls)
+        counts[key] = len(counter.calls)
     if rank == 0:
         with open(out_file, "w") as f:
             json.dump(counts, f)
@@ -147,47 +120,88 @@ def count_collectives(world: int = 2) -> dict[str, int]:
             return json.load(f)
 
 
+def table(result: dict) -> str:
+    header = [
+        "method",
+        "min ms",
+        "median ms",
+        "max ms",
+        "/ torch (median of rounds)",
+        "IQR",
+        "min-max",
+        "/ floor",
+    ]
+    rows = [
+        [
+            key,
+            f"{r['min_ms']:.1f}",
+            f"{r['median_ms']:.1f}",
+            f"{r['max_ms']:.1f}",
+            f"{r['ratio']:.3f}",
+            f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}",
+            f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f}",
+            f"{r['floor_ratio']:.2f}",
+        ]
+        for key, r in result["methods"].items()
+    ]
+    return rd.markdown_table(header, rows)
+
+
 def print_table(result: dict) -> None:
+    floor = next(iter(result["methods"].values()))["floor_ms"]
     print(
-        f"\n{result['model']} ({result['tensors']} tensors, {result['elements'] / 1e6:.0f}M elements), "
-        f"{result['dtype']} on {result['device']}"
+        f"\n{result['model']} ({result['tensors']} tensors, {result['elements'] / 1e6:.1f}M elements), "
+        f"{result['dtype']} on {result['device']}; floor {floor:.1f} ms at "
+        f"{result['copy_bandwidth_gbps']:.1f} GB/s copy bandwidth"
     )
-    print(f"{'method':<30} {'median ms':>10} {'/ torch':>8}")
-    for key, row in result["methods"].items():
-        print(f"{key:<30} {row['median_ms']:>10.1f} {row['ratio_to_torch']:>8.3f}")
+    print(table(result))
+    for w in result["warnings"]:
+        print(f"WARNING: {w}")
+    for n in result["notes"]:
+        print(f"note: {n}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-0.5b")
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--tiny", action="store_true", help="tiny-a shapes (overrides --model): the CI path")
+    ap.add_argument("--runs", type=int, default=15, help="timed rounds")
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--dtypes", default="float32", help="comma-separated, e.g. float32,bfloat16")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-collectives", action="store_true", help="skip the 2-process collective count")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     device = torch.device(args.device)
+    model = "tiny-a" if args.tiny else args.model
     report = {
         "host": {
-            "cpu_count": os.cpu_count(),
+            "date": datetime.date.today().isoformat(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+            **rd.host_load(),
         },
         "clip_step": [],
     }
     for dt in args.dtypes.split(","):
-        result = bench_clip(args.model, getattr(torch, dt), device, args.runs)
+        result = bench_clip(model, getattr(torch, dt), device, args.runs, args.warmup)
         print_table(result)
         report["clip_step"].append(result)
-    report["collectives_per_clip_world2_gloo"] = count_collectives()
-    print(f"\ncollectives per clip_ call, 2-process gloo FSDP2: {report['collectives_per_clip_world2_gloo']}")
+    report["host"]["loadavg_end"] = rd.host_load()["loadavg"]
+    if not args.no_collectives:
+        report["collectives_per_clip_world2_gloo"] = count_collectives()
+        print(
+            f"\ncollectives per clip_ call, 2-process gloo FSDP2: {report['collectives_per_clip_world2_gloo']}"
+        )
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":

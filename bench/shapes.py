@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-# (vocab, hidden, intermediate, layers, heads, kv_heads, tied embeddings)
+from typing import Any
+
+# (vocab, hidden, intermediate, layers, heads, kv_heads, tied embeddings), from each model's config.json.
 QWEN2_CONFIGS = {
     "qwen2.5-0.5b": (151936, 896, 4864, 24, 14, 2, True),
     "qwen2.5-1.5b": (151936, 1536, 8960, 28, 12, 2, True),
     "qwen2.5-3b": (151936, 2048, 11008, 36, 16, 2, True),
+    "qwen2.5-7b": (152064, 3584, 18944, 28, 28, 4, False),
+    # Tiny stand-ins with the same tensor layout, so CPU tests run the benchmarks' code path in seconds.
+    "tiny-a": (512, 64, 160, 2, 4, 2, True),
+    "tiny-b": (1024, 96, 256, 3, 4, 2, False),
 }
+FULL_SIZES = ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b")
+TINY_SIZES = ("tiny-a", "tiny-b")
 
 
 def qwen2_shapes(model: str = "qwen2.5-0.5b") -> list[tuple[str, tuple[int, ...]]]:
@@ -36,3 +44,19 @@ def qwen2_shapes(model: str = "qwen2.5-0.5b") -> list[tuple[str, tuple[int, ...]
     if not tied:
         out.append(("lm_head.weight", (vocab, hidden)))
     return out
+
+
+def qwen2_config_kwargs(model: str) -> dict[str, Any]:
+    """Keyword arguments of ``transformers.Qwen2Config`` for a random model of this shape."""
+    vocab, hidden, inter, layers, heads, kv_heads, tied = QWEN2_CONFIGS[model]
+    return dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        tie_word_embeddings=tied,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+    )
