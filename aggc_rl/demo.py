@@ -46,10 +46,22 @@ class DemoSettings:
         return cls(steps=3, prompts_per_step=4, samples_per_prompt=4, warm_start_steps=60)
 
 
+#: The demo's rollouts: the project's ``hf_cpu``, or verl's own vLLM server (needs ``make venv-vllm``).
+ROLLOUTS = ("hf_cpu", "vllm")
+
+
 def trainer_overrides(
-    model: Path, data: Path, run_dir: Path, clip: str, settings: DemoSettings, steps: int | None = None
+    model: Path,
+    data: Path,
+    run_dir: Path,
+    clip: str,
+    settings: DemoSettings,
+    steps: int | None = None,
+    rollout: str = "hf_cpu",
 ) -> list[str]:
     """Hydra overrides of ``python -m aggc_rl.train`` for verl's trainer on a 2-core CPU."""
+    if rollout not in ROLLOUTS:
+        raise ValueError(f"rollout={rollout!r}; allowed: {', '.join(ROLLOUTS)}")
     reward_file = Path(aggc_rl.rewards.__file__).resolve()
     batch = settings.prompts_per_step
     return [
@@ -108,7 +120,17 @@ def trainer_overrides(
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
         "+ray_kwargs.ray_init.num_cpus=8",
         "+ray_kwargs.ray_init.num_gpus=1",
+        *_rollout_overrides(rollout),
     ]
+
+
+def _rollout_overrides(rollout: str) -> list[str]:
+    """Overrides that replace the ``hf_cpu`` rollout above (Hydra: the last value of a key wins)."""
+    if rollout == "hf_cpu":
+        return []
+    from verl_patches.cpu.vllm import VLLM_CPU_OVERRIDES
+
+    return list(VLLM_CPU_OVERRIDES)
 
 
 def trainer_env(run_dir: Path) -> dict[str, str]:
@@ -134,7 +156,13 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def run_arm(
-    model: Path, data: Path, run_dir: Path, clip: str, settings: DemoSettings, extra: Sequence[str] = ()
+    model: Path,
+    data: Path,
+    run_dir: Path,
+    clip: str,
+    settings: DemoSettings,
+    extra: Sequence[str] = (),
+    rollout: str = "hf_cpu",
 ) -> list[dict]:
     """Train one arm in a child process, printing one line per step; returns its metric records."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +171,7 @@ def run_arm(
         sys.executable,
         "-m",
         "aggc_rl.train",
-        *trainer_overrides(model, data, run_dir, clip, settings),
+        *trainer_overrides(model, data, run_dir, clip, settings, rollout=rollout),
         *extra,
     ]
     metrics_path = run_dir / "metrics.jsonl"
@@ -226,6 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--arms", default=",".join(ARMS), help="comma-separated clip methods (default global,aggc)"
     )
+    ap.add_argument(
+        "--rollout",
+        choices=ROLLOUTS,
+        default="hf_cpu",
+        help="hf_cpu (default) or vllm: verl's vLLM server on the CPU (make venv-vllm; docs/vllm-cpu.md)",
+    )
     args = ap.parse_args(argv)
     settings = DemoSettings.fast() if args.fast else DemoSettings()
     arms = [a for a in args.arms.split(",") if a]
@@ -242,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for arm in arms:
         print(f"\n== arm clip={arm}: {settings.steps} GRPO steps, {settings.prompts_per_step} prompts x "
               f"{settings.samples_per_prompt} samples ==", flush=True)  # fmt: skip
-        results[arm] = run_arm(model, data, out / arm, arm, settings)
+        results[arm] = run_arm(model, data, out / arm, arm, settings, rollout=args.rollout)
 
     print("\n== stability report ==", flush=True)
     subprocess.run(

@@ -62,6 +62,18 @@ REQUIRED_ROLLOUT_SETTINGS: dict[str, tuple[Any, str]] = {
 _NOT_IN_VERL_YAML = frozenset({"enable_sleep_mode"})
 #: The key prefix of those settings in the trainer's config.
 ROLLOUT_KEY = "actor_rollout_ref.rollout"
+#: Hydra overrides that switch a CPU run (e.g. ``aggc_rl.demo.trainer_overrides``) to verl's vLLM rollout:
+#: the required settings, fp32 like the CPU actor (so rollout and actor log-probs are comparable), and eager
+#: mode (vLLM's CPU compile mode runs inductor, minutes on 2 cores). vLLM starts on dummy weights (verl's
+#: default ``load_format``), so every token it samples comes from weights verl synced into it.
+VLLM_CPU_OVERRIDES: tuple[str, ...] = (
+    f"{ROLLOUT_KEY}.name={ROLLOUT_NAME}",
+    f"{ROLLOUT_KEY}.tensor_model_parallel_size=1",
+    f"+{ROLLOUT_KEY}.enable_sleep_mode=false",
+    f"{ROLLOUT_KEY}.free_cache_engine=false",
+    f"{ROLLOUT_KEY}.dtype=float32",
+    f"{ROLLOUT_KEY}.enforce_eager=true",
+)
 
 #: Why the vLLM rollout cannot run here (None when it can), kept for the replica loader.
 _unavailable: str | None = None
