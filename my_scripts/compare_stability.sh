@@ -4,7 +4,7 @@
 #
 #   ARMS="global aggc adagc" SCRIPT=run_qwen2.5-3b_gsm8k.sh ./my_scripts/compare_stability.sh [hydra overrides...]
 #
-# ARMS         clip methods to run, in order (default "global aggc"; allowed: global aggc aggc_official adagc)
+# ARMS         clip methods to run, in order (default "global aggc"; allowed: global aggc aggc_official adagc zclip)
 # SCRIPT       a run script in my_scripts/ or a path to one (default run_qwen2.5-3b_gsm8k.sh)
 # SEED         shared by every arm (default 42)
 # COMPARE_DIR  arm X runs in COMPARE_DIR/X as experiment <script>_X_s<SEED>; the report goes to COMPARE_DIR/report
@@ -27,7 +27,7 @@ set -eu
 NAME=compare_stability.sh
 HERE=$(cd -- "$(dirname -- "$0")" && pwd)
 REPO_DIR=$(cd -- "$HERE/.." && pwd)
-ALLOWED_ARMS="global aggc aggc_official adagc" # as CLIP_METHODS in common.sh
+ALLOWED_ARMS="global aggc aggc_official adagc zclip" # as CLIP_METHODS in common.sh
 say() { printf '[%s] %s\n' "$NAME" "$*"; }
 die_usage() {
 	printf '[%s] error: %s\n' "$NAME" "$*" >&2

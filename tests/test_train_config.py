@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from verl.utils.config import omega_conf_to_dataclass
 
-from aggc_rl.clipping import RULE_NAMES, rule_knobs
+from aggc_rl.clipping import RULE_NAMES, GuardConfig, rule_knobs
 from aggc_rl.clipping.switch import BLOCK_METHODS, check_clip_overrides
 from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
 from verl_patches.engine.backend import CLIP_BACKEND
@@ -26,13 +27,14 @@ def build_actor(*overrides: str) -> ClipActorConfig:
     return omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
 
 
-def run_train(*args: str) -> subprocess.CompletedProcess:
+def run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "aggc_rl.train", *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -41,6 +43,30 @@ def test_yaml_lists_every_knob_with_its_default():
         blocks = yaml.safe_load(f)["actor_rollout_ref"]["actor"]["clip_config"]
     for method in BLOCK_METHODS:
         assert blocks[method] == rule_knobs(method), method
+    assert "zclip" in BLOCK_METHODS
+    assert blocks["guard"] == GuardConfig.knobs()
+    assert blocks["resume_mismatch"] == "refuse"
+
+
+def test_guard_and_resume_policy_reach_the_engine_config():
+    actor = build_actor(
+        "actor_rollout_ref.actor.clip=zclip",
+        "actor_rollout_ref.actor.clip_config.guard.skip_above=50",
+        "actor_rollout_ref.actor.clip_config.guard.skip_sigma=6",
+        "actor_rollout_ref.actor.clip_config.guard.window=16",
+        "actor_rollout_ref.actor.clip_config.guard.max_consecutive_skips=0",
+        "actor_rollout_ref.actor.clip_config.resume_mismatch=reset",
+        "actor_rollout_ref.actor.clip_config.zclip.mode=percentile",
+    )
+    spec = actor.engine.clip_spec(actor.optim.clip_grad)
+    assert spec.guard == GuardConfig(skip_above=50, skip_sigma=6, window=16, max_consecutive_skips=0)
+    assert spec.resume_mismatch == "reset"
+    rule = spec.build_rule()
+    assert rule.name == "zclip" and rule.mode == "percentile" and rule.default_scheme == "global"
+    assert spec.grouping is None  # the rule's default, global
+    default = build_actor().engine.clip_spec(1.0)
+    assert default.guard == GuardConfig() and default.guard.max_consecutive_skips == 10
+    assert default.guard.skip_above is None and default.guard.skip_sigma is None
 
 
 @pytest.mark.parametrize("method", RULE_NAMES)
@@ -84,7 +110,7 @@ def test_reference_model_stays_on_the_stock_engine():
     [
         (
             ["actor_rollout_ref.actor.clip=aggcc"],
-            r"actor.clip='aggcc' is invalid; allowed: global, aggc, aggc_official, adagc",
+            r"actor.clip='aggcc' is invalid; allowed: global, aggc, aggc_official, adagc, zclip",
         ),
         (
             ["actor_rollout_ref.actor.clip=aggc", "actor_rollout_ref.actor.clip_config.aggc.beta=1.5"],
@@ -107,6 +133,68 @@ def test_reference_model_stays_on_the_stock_engine():
             r"grouping='layers' is invalid; allowed: null .*module_type",
         ),
         (["actor_rollout_ref.actor.strategy=fsdp"], r"needs FSDP2.*strategy='fsdp'; allowed: fsdp2"),
+        # Item 5: checks verl lacks.
+        (
+            ["actor_rollout_ref.actor.clip=global", "actor_rollout_ref.actor.optim.clip_grad=0"],
+            r"optim.clip_grad: .*max_norm=0(\.0)? is invalid; allowed: a number > 0",
+        ),
+        (
+            ["actor_rollout_ref.actor.clip=global", "actor_rollout_ref.actor.optim.clip_grad=nan"],
+            r"optim.clip_grad: .*max_norm=nan is invalid; allowed: a finite number",
+        ),
+        (
+            ["actor_rollout_ref.actor.clip=global", "actor_rollout_ref.actor.optim.clip_grad=inf"],
+            r"optim.clip_grad: .*max_norm=inf is invalid; allowed: a finite number",
+        ),
+        (
+            [
+                "actor_rollout_ref.actor.clip=aggc",
+                "actor_rollout_ref.actor.clip_config.aggc.global_max_norm=nan",
+            ],
+            r"clip_config.aggc: .*global_max_norm=nan is invalid; allowed: a finite number",
+        ),
+        (
+            [
+                "actor_rollout_ref.actor.clip=zclip",
+                "actor_rollout_ref.actor.clip_config.zclip.max_grad_norm=0",
+            ],
+            r"clip_config.zclip: .*max_grad_norm=0 is invalid; allowed: null \(no cap\) or a finite number > 0",
+        ),
+        (
+            [
+                "actor_rollout_ref.actor.clip=zclip",
+                "actor_rollout_ref.actor.clip_config.zclip.max_grad_norm=-inf",
+            ],
+            r"max_grad_norm=-inf is invalid",
+        ),
+        (
+            ["actor_rollout_ref.actor.clip=zclip", "actor_rollout_ref.actor.clip_config.zclip.mode=median"],
+            r"mode='median' is invalid; allowed: 'zscore' or 'percentile'",
+        ),
+        (
+            ["actor_rollout_ref.actor.grad_clip=0.5"],
+            r"actor.grad_clip=0.5 is set, but verl 0.9.1 never reads it.*set actor_rollout_ref.actor.optim.clip_grad",
+        ),
+        (
+            ["actor_rollout_ref.actor.clip_config.guard.skip_above=-1"],
+            r"actor_rollout_ref.actor.clip_config.guard.skip_above=-1 is invalid; allowed: null \(off\) or a finite number > 0",
+        ),
+        (
+            ["actor_rollout_ref.actor.clip_config.guard.skip_sigma=nan"],
+            r"guard.skip_sigma=nan is invalid",
+        ),
+        (
+            ["actor_rollout_ref.actor.clip_config.guard.window=1"],
+            r"guard.window=1 is invalid; allowed: an integer number of steps >= 2",
+        ),
+        (
+            ["actor_rollout_ref.actor.clip_config.guard.max_consecutive_skips=-1"],
+            r"guard.max_consecutive_skips=-1 is invalid; allowed: an integer >= 0 \(0: never stop\)",
+        ),
+        (
+            ["actor_rollout_ref.actor.clip_config.resume_mismatch=ignore"],
+            r"clip_config.resume_mismatch='ignore' is invalid; allowed: refuse, reset",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_the_key_and_what_is_allowed(overrides, message):
@@ -126,16 +214,37 @@ def test_bad_values_are_refused_with_the_key_and_what_is_allowed(overrides, mess
             r"allowed for adagc: lambda_rel, beta, warmup, lambda_abs, eps",
         ),
         (
-            "actor_rollout_ref.actor.clip_config.zclip.alpha=1",
+            "actor_rollout_ref.actor.clip_config.zclipp.alpha=1",
             r"allowed under actor_rollout_ref.actor.clip_config: grouping",
         ),
-        ("actor_rollout_ref.actor.clip=agc", r"allowed: global, aggc, aggc_official, adagc"),
+        (
+            "actor_rollout_ref.actor.clip_config.zclip.z_threshold=3",
+            r"allowed for zclip: alpha, z_thresh, max_grad_norm, eps, warmup_steps, mode, clip_option",
+        ),
+        (
+            "actor_rollout_ref.actor.clip_config.guard.sigma=6",
+            r"unknown knob .*guard.sigma.*allowed for guard: skip_above, skip_sigma, window, max_consecutive_skips",
+        ),
+        (
+            "actor_rollout_ref.actor.clip_config.resume_mismatch=ignore",
+            r"resume_mismatch='ignore' is invalid; allowed: refuse, reset",
+        ),
+        ("actor_rollout_ref.actor.clip=agc", r"allowed: global, aggc, aggc_official, adagc, zclip"),
     ],
 )
 def test_unknown_override_keys_are_refused_before_hydra(arg, message):
     with pytest.raises(ValueError, match=message):
         check_clip_overrides([arg])
-    check_clip_overrides(["actor_rollout_ref.actor.clip_config.aggc.beta=0.9", "trainer.total_epochs=3"])
+    check_clip_overrides(
+        [
+            "actor_rollout_ref.actor.clip_config.aggc.beta=0.9",
+            "trainer.total_epochs=3",
+            "actor_rollout_ref.actor.clip=zclip",
+            "actor_rollout_ref.actor.clip_config.zclip.alpha=0.9",
+            "actor_rollout_ref.actor.clip_config.guard.skip_sigma=6",
+            "actor_rollout_ref.actor.clip_config.resume_mismatch=reset",
+        ]
+    )
 
 
 def test_cfg_job_prints_the_composed_config():
@@ -152,3 +261,21 @@ def test_cli_refuses_unknown_knob_before_composing():
     assert out.returncode != 0
     assert "unknown knob 'actor_rollout_ref.actor.clip_config.aggc.betta'" in out.stderr
     assert "allowed for aggc: beta" in out.stderr
+
+
+def test_cfg_job_composes_zclip():
+    out = run_train("--cfg", "job", "actor_rollout_ref.actor.clip=zclip")
+    assert out.returncode == 0, out.stderr[-3000:]
+    actor = yaml.safe_load(out.stdout)["actor_rollout_ref"]["actor"]
+    assert actor["clip"] == "zclip"
+    assert actor["clip_config"]["zclip"] == rule_knobs("zclip")
+    assert actor["clip_config"]["guard"] == GuardConfig.knobs()
+
+
+def test_zero_clip_grad_under_global_is_refused_before_ray_starts():
+    out = run_train("actor_rollout_ref.actor.optim.clip_grad=0", env={"HYDRA_FULL_ERROR": "1"})
+    assert out.returncode != 0
+    assert "actor_rollout_ref.actor.optim.clip_grad: clip rule 'global': max_norm=0 is invalid" in out.stderr
+    assert "validate_clip" in out.stderr  # raised by the driver's check, in aggc_rl.train.run ...
+    assert "run_ppo" not in out.stderr  # ... before verl's run_ppo, which starts Ray
+    assert "Started a local Ray instance" not in out.stdout + out.stderr

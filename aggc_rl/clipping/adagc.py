@@ -1,8 +1,10 @@
 """AdaGC: adaptive per-tensor clipping (arXiv 2502.11034).
 
-A warm-up of ordinary global clipping records each group's smallest clipped
-norm; afterwards each group is capped at ``lambda_rel`` times an EMA of its own
-clipped norms. Rule text and defaults: ../shared/docs/algorithms.md.
+A warm-up of ordinary global clipping records each group's smallest positive clipped
+norm; afterwards a group is cut only when its norm exceeds ``lambda_rel`` times an EMA
+of its own capped norms. A zero norm is no evidence: a group gets its threshold from its
+first positive norm and is never clipped before it has one. Rule text and defaults:
+docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ from aggc_rl.clipping.rule import (
 class AdaGCRule:
     """Per-group (by default per-tensor) threshold ``lambda_rel * gamma``.
 
-    ``warmup`` counts updates of global clipping at ``lambda_abs``. With
-    ``warmup=0`` the first update seeds gamma with the norm itself (scale 1),
-    since a threshold of 0 would zero every gradient for ever.
+    ``warmup`` counts updates of global clipping at ``lambda_abs``; ``gamma`` is the
+    running minimum of the positive clipped norms seen so far. After warm-up a group
+    with norm ``n`` is scaled by ``t / (n + eps)`` only when ``n > t = lambda_rel * gamma``,
+    and ``gamma`` moves towards ``min(n, t)``. ``gamma == 0`` means "no threshold yet":
+    such a group is not clipped, and its first positive norm becomes its ``gamma``
+    (so with ``warmup=0`` the first update has scale 1). A zero norm leaves ``gamma``
+    unchanged at every step.
     """
 
     lambda_rel: float = 1.04
@@ -67,17 +73,22 @@ class AdaGCRule:
         n = norms.to(dtype)
         gamma = state["gamma"].to(device=n.device, dtype=dtype)
         t = state["step"].to(n.device) + 1  # this update's 1-based index
-        first = t == 1
+        one = torch.ones_like(n)
+        evidence = n > 0  # a zero norm says nothing about the tensor's scale
+        has_threshold = gamma > 0
 
-        # Warm-up: global clip at lambda_abs; gamma = running min of clipped norms.
+        # Warm-up: global clip at lambda_abs; gamma = running min of the positive clipped norms.
         global_factor = torch.clamp(self.lambda_abs / (torch.linalg.vector_norm(n) + self.eps), max=1.0)
         clipped = global_factor * n
-        gamma_warm = torch.where(first, clipped, torch.minimum(gamma, clipped))
+        seeded_min = torch.where(has_threshold, torch.minimum(gamma, clipped), clipped)
+        gamma_warm = torch.where(evidence, seeded_min, gamma)
 
-        # After warm-up: cap each group at lambda_rel * gamma, then track the clipped norm.
-        gamma_prev = torch.where(first, n, gamma)
-        h = torch.clamp(self.lambda_rel * gamma_prev / (n + self.eps), max=1.0)
-        gamma_post = self.beta * gamma_prev + (1 - self.beta) * h * n
+        # After warm-up: cut only above the threshold; the EMA takes the capped norm min(n, t).
+        threshold = self.lambda_rel * gamma
+        cut = has_threshold & (n > threshold)
+        h = torch.where(cut, threshold / (n + self.eps), one)
+        ema = self.beta * gamma + (1 - self.beta) * torch.minimum(n, threshold)
+        gamma_post = torch.where(evidence, torch.where(has_threshold, ema, n), gamma)
 
         warm = t <= self.warmup
         scale = torch.where(warm, global_factor.expand_as(n), h)

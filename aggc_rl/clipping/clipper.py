@@ -4,13 +4,16 @@ One ``clip_`` call does, in order: per-tensor norms of the local gradient
 shards (batched ``_foreach_norm`` kernels), a scatter-add into per-group
 squared norms, ONE all-reduce of that small vector over the shard group, the
 rule's update, ONE host transfer of (norms, scales, EMA), and batched in-place
-scaling of the tensors whose scale is not 1. A non-finite norm skips the step:
-gradients and state stay untouched, and the caller decides what to do
-(verl zeroes the gradients and skips the optimizer step).
+scaling of the tensors whose scale is not 1. A skipped step (a non-finite norm,
+or the guard's ``skip_above`` / ``skip_sigma``, :mod:`aggc_rl.clipping.guard`)
+leaves the gradients and the rule's state untouched; the caller must then not
+step its optimizer (verl's engine zeroes the gradients and skips the step).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +23,43 @@ import torch.distributed as dist
 
 from aggc_rl import metrics as names
 from aggc_rl.clipping.grouping import Grouping
+from aggc_rl.clipping.guard import (
+    NO_GUARD,
+    NON_FINITE,
+    GuardConfig,
+    GuardState,
+    SkippedStepsError,
+    decide,
+    stop_message,
+)
 from aggc_rl.clipping.registry import make_rule
 from aggc_rl.clipping.rule import ClipRule, State, check_progress, knob_values
 from aggc_rl.clipping.sharding import ReductionPlan, local_tensor, plan_reduction
 
-STATE_FORMAT = 1
+logger = logging.getLogger(__name__)
+
+#: 2 adds the guard state; format 1 (no guard state) still loads, with a fresh guard.
+STATE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+MISMATCH_MODES = ("refuse", "reset")
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+class ClipStateMismatch(ValueError):
+    """A saved clipper state belongs to another rule, other knobs, another grouping or other groups."""
+
+    def __init__(self, differences: list[str], message: str | None = None) -> None:
+        self.differences = differences
+        super().__init__(
+            message
+            or "the saved clipper state does not match this clipper: "
+            + "; ".join(differences)
+            + " (load it with on_mismatch='reset' to start a fresh clipper state on purpose)"
+        )
+
+
+class ClipStateDamaged(ValueError):
+    """A saved clipper state is not a readable clipper state (truncated, corrupted, or not ours)."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +71,25 @@ class ClipResult:
     scales: torch.Tensor  # factor applied per group (what would have been applied, if skipped)
     stats: dict[str, torch.Tensor]  # the rule's statistics after this step (ClipRule.stats), float64
     total_norm: float  # pre-clip L2 norm of all clipped gradients
-    skipped: bool  # a group norm was not finite: nothing was scaled, state unchanged
+    skipped: bool  # the step is skipped (see skip_reasons): nothing was scaled, rule state unchanged
     step: int  # updates the rule has applied so far
+    skip_reasons: tuple[str, ...] = ()  # guard.NON_FINITE / ABOVE / SIGMA; empty when the step is taken
+    spike_z: float | None = None  # total's z-score against the guard window (None until it is ready)
+    non_finite_total: int = 0  # steps skipped so far because a norm was not finite
+    spike_total: int = 0  # steps skipped so far by skip_above / skip_sigma
+    consecutive_skips: int = 0  # skipped steps in a row, this one included
+
+    @property
+    def non_finite(self) -> bool:
+        return NON_FINITE in self.skip_reasons
+
+    @property
+    def spike_skipped(self) -> bool:
+        return self.skipped and not self.non_finite
+
+    @property
+    def non_finite_groups(self) -> list[str]:
+        return [g for g, n in zip(self.groups, self.norms.tolist(), strict=True) if not math.isfinite(n)]
 
     @property
     def ema(self) -> torch.Tensor | None:
@@ -57,10 +108,16 @@ class ClipResult:
         out: dict[str, float] = {
             names.TOTAL_NORM_PRE.key(): self.total_norm,
             names.TOTAL_NORM_POST.key(): self.total_norm_post,
-            names.SKIPPED.key(): float(self.skipped),
+            names.SKIPPED.key(): float(self.non_finite),
+            names.SPIKE_SKIPPED.key(): float(self.spike_skipped),
+            names.SKIPS_NON_FINITE_TOTAL.key(): float(self.non_finite_total),
+            names.SKIPS_SPIKE_TOTAL.key(): float(self.spike_total),
+            names.CONSECUTIVE_SKIPS.key(): float(self.consecutive_skips),
             names.FRAC_SCALED_DOWN.key(): float((self.scales < 1).sum()) / count,
             names.FRAC_SCALED_UP.key(): float((self.scales > 1).sum()) / count,
         }
+        if self.spike_z is not None:
+            out[names.SPIKE_Z.key()] = self.spike_z
         for stat, value in self.stats.items():
             if not names.rule_stat(stat).per_group:
                 out[names.rule_stat(stat).key()] = float(value)
@@ -98,6 +155,8 @@ class GradClipper:
         process_group: only for gradients that are plain tensors holding
             shards (FSDP1 ``use_orig_params=True``); DTensor gradients carry
             their own mesh and need nothing.
+        guard: the step guard (:class:`GuardConfig`); None: only non-finite
+            norms skip, and nothing stops (the skip counters are kept anyway).
     """
 
     def __init__(
@@ -106,7 +165,10 @@ class GradClipper:
         rule: ClipRule | str,
         grouping: str | Callable[[str], str] | None = None,
         process_group: dist.ProcessGroup | None = None,
+        guard: GuardConfig | None = None,
     ) -> None:
+        if guard is not None and not isinstance(guard, GuardConfig):
+            raise TypeError(f"guard must be a GuardConfig or None, got {guard!r}")
         self.rule: ClipRule = make_rule(rule) if isinstance(rule, str) else rule
         if not isinstance(self.rule, ClipRule):
             raise TypeError(f"rule must be a clip rule or one of its names, got {rule!r}")
@@ -119,6 +181,8 @@ class GradClipper:
         self.grouping = Grouping.build(self.param_names, scheme)
         self.process_group = process_group
         self.state: State = self.rule.init(len(self.grouping), dtype=torch.float64)
+        self.guard: GuardConfig = NO_GUARD if guard is None else guard
+        self.guard_state = GuardState()
         self._layout: _Layout | None = None
 
     @property
@@ -145,27 +209,43 @@ class GradClipper:
         state = {k: v.to(device) for k, v in self.state.items()}
         scales, new_state = self.rule.update(norms, state, progress=progress)
         stats = self.rule.stats(new_state, progress=progress)
-        host = self._to_host([norms, scales, *stats.values()])  # the one host sync of the step
+        old_stats = self.rule.stats(state, progress=progress)  # reported if the step is skipped
+        # The one host sync of the step: norms, scales and both sets of statistics.
+        host = self._to_host([norms, scales, *stats.values(), *old_stats.values()])
         host_norms, host_scales = host[0], host[1]
-        skipped = not bool(torch.isfinite(host_norms).all())
+        host_new = dict(zip(stats, host[2 : 2 + len(stats)], strict=True))
+        host_old = dict(zip(old_stats, host[2 + len(stats) :], strict=True))
+        finite = bool(torch.isfinite(host_norms).all())
+        total = float(torch.linalg.vector_norm(host_norms))
 
-        if skipped:
+        decision, self.guard_state = decide(self.guard, self.guard_state, total, finite)
+        if decision.skip:
             self.state = state
-            stats = self.rule.stats(state, progress=progress)
-            host_stats = dict(zip(stats, self._to_host(list(stats.values())), strict=True))
+            host_stats = host_old
         else:
             self.state = new_state
-            host_stats = dict(zip(stats, host[2:], strict=True))
+            host_stats = host_new
             self._scale_(local, layout, host_scales.tolist())
-        return ClipResult(
+        result = ClipResult(
             groups=self.grouping.names,
             norms=host_norms,
             scales=host_scales,
             stats=host_stats,
-            total_norm=float(torch.linalg.vector_norm(host_norms)),
-            skipped=skipped,
+            total_norm=total,
+            skipped=decision.skip,
             step=int(self.state["step"]),
+            skip_reasons=decision.reasons,
+            spike_z=decision.z,
+            non_finite_total=self.guard_state.non_finite_total,
+            spike_total=self.guard_state.spike_total,
+            consecutive_skips=self.guard_state.consecutive,
         )
+        limit = self.guard.max_consecutive_skips
+        if decision.skip and limit > 0 and self.guard_state.consecutive >= limit:
+            raise SkippedStepsError(
+                stop_message(self.guard, self.guard_state, decision.reasons, total, result.non_finite_groups)
+            )
+        return result
 
     @staticmethod
     def _to_host(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -230,7 +310,7 @@ class GradClipper:
     # -- checkpointing ----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: rule, groups and state tensors (on CPU)."""
+        """Everything needed to continue exactly: rule, knobs, groups, state tensors (on CPU), guard state."""
         return {
             "format": STATE_FORMAT,
             "rule": self.rule.name,
@@ -238,32 +318,109 @@ class GradClipper:
             "scheme": self.grouping.scheme,
             "groups": list(self.grouping.names),
             "state": {k: v.detach().cpu().clone() for k, v in self.state.items()},
+            "guard": self.guard_state.state_dict(),
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a saved state; refuses one saved for other groups or another kind of rule."""
-        if state_dict.get("format") != STATE_FORMAT:
-            raise ValueError(
-                f"clipper state format {state_dict.get('format')!r} is not supported; allowed: {STATE_FORMAT}"
+    def check_state_dict(self, state_dict: Any) -> list[str]:
+        """How a saved state differs from this clipper (rule, knobs, grouping, groups); [] when it fits.
+
+        Raises :class:`ClipStateDamaged` when ``state_dict`` is not a readable clipper state at all.
+        """
+        _check_structure(state_dict)
+        differences: list[str] = []
+        fresh = self.rule.init(len(self.grouping), dtype=torch.float64)
+        saved_rule, saved_state = state_dict["rule"], state_dict["state"]
+        if set(saved_state) != set(fresh):
+            differences.append(
+                f"rule {saved_rule!r} holds {sorted(saved_state)}, but rule {self.rule.name!r} needs {sorted(fresh)}"
             )
+        elif saved_rule != self.rule.name:
+            differences.append(f"rule: saved {saved_rule!r}, now {self.rule.name!r}")
+        saved_knobs, knobs = dict(state_dict["knobs"]), knob_values(self.rule)
+        if saved_rule == self.rule.name or set(saved_knobs) == set(knobs):
+            for knob in sorted(set(saved_knobs) | set(knobs)):
+                old, new = saved_knobs.get(knob, "<absent>"), knobs.get(knob, "<absent>")
+                if not _same(old, new):
+                    differences.append(f"knob {knob!r}: saved {old!r}, now {new!r}")
+        if state_dict["scheme"] != self.grouping.scheme:
+            differences.append(f"grouping: saved {state_dict['scheme']!r}, now {self.grouping.scheme!r}")
         saved, ours = list(state_dict["groups"]), list(self.grouping.names)
         if saved != ours:
             missing = [g for g in ours if g not in saved][:5]
             extra = [g for g in saved if g not in ours][:5]
-            raise ValueError(
-                f"clipper state was saved for {len(saved)} groups but this model has {len(ours)} "
+            differences.append(
+                f"groups: saved for {len(saved)} groups but this model has {len(ours)} "
                 f"(missing from the saved state: {missing}; not in this model: {extra}; or a different order)"
             )
-        fresh = self.rule.init(len(ours), dtype=torch.float64)
-        loaded = state_dict["state"]
-        if set(loaded) != set(fresh):
-            raise ValueError(
-                f"clipper state of rule {state_dict.get('rule')!r} holds {sorted(loaded)}, but rule "
-                f"{self.rule.name!r} needs {sorted(fresh)}"
+        if not differences:
+            for key, value in saved_state.items():
+                if tuple(value.shape) != tuple(fresh[key].shape):
+                    differences.append(
+                        f"state {key!r}: saved shape {tuple(value.shape)}, now {tuple(fresh[key].shape)}"
+                    )
+        return differences
+
+    def load_state_dict(self, state_dict: dict[str, Any], *, on_mismatch: str = "refuse") -> list[str]:
+        """Restore a saved state exactly (rule state and guard state).
+
+        A state saved for another rule, other knob values, another grouping or other groups raises
+        :class:`ClipStateMismatch` naming every difference; with ``on_mismatch="reset"`` the clipper keeps a
+        fresh state instead (logged as a warning). Returns the differences found.
+        """
+        if on_mismatch not in MISMATCH_MODES:
+            raise ValueError(f"on_mismatch={on_mismatch!r} is invalid; allowed: {', '.join(MISMATCH_MODES)}")
+        differences = self.check_state_dict(state_dict)
+        if differences:
+            if on_mismatch == "refuse":
+                raise ClipStateMismatch(differences)
+            logger.warning(
+                "clipper state does not match (%s): starting a fresh clipper state as asked (reset)",
+                "; ".join(differences),
             )
-        for key, value in loaded.items():
-            if tuple(value.shape) != tuple(fresh[key].shape):
-                raise ValueError(
-                    f"clipper state {key!r} has shape {tuple(value.shape)}, expected {tuple(fresh[key].shape)}"
-                )
-        self.state = {k: v.detach().to(dtype=fresh[k].dtype).clone() for k, v in loaded.items()}
+            self.state = self.rule.init(len(self.grouping), dtype=torch.float64)
+            self.guard_state = GuardState()
+            return differences
+        fresh = self.rule.init(len(self.grouping), dtype=torch.float64)
+        self.state = {k: v.detach().to(dtype=fresh[k].dtype).clone() for k, v in state_dict["state"].items()}
+        saved_guard = state_dict.get("guard")
+        self.guard_state = (
+            GuardState() if saved_guard is None else GuardState.from_state_dict(saved_guard, self.guard)
+        )
+        return differences
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Knob equality: 1 and 1.0 are the same value, NaN equals NaN, a bool is not a number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _check_structure(state_dict: Any) -> None:
+    """Refuse anything that is not a clipper state this code can read."""
+
+    def damaged(why: str) -> ClipStateDamaged:
+        return ClipStateDamaged(f"not a readable clipper state: {why}")
+
+    if not isinstance(state_dict, dict):
+        raise damaged(f"a {type(state_dict).__name__}, not a dict")
+    if state_dict.get("format") not in READABLE_FORMATS:
+        raise ValueError(
+            f"clipper state format {state_dict.get('format')!r} is not supported; allowed: "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
+        )
+    for key, kind in (("rule", str), ("knobs", dict), ("scheme", str), ("groups", list), ("state", dict)):
+        if not isinstance(state_dict.get(key), kind):
+            raise damaged(f"{key!r} is missing or not a {kind.__name__}")
+    if not all(isinstance(v, torch.Tensor) for v in state_dict["state"].values()):
+        raise damaged("a rule state entry is not a tensor")
+    guard = state_dict.get("guard")
+    if guard is not None:
+        ok = isinstance(guard, dict) and isinstance(guard.get("window"), torch.Tensor)
+        ok = ok and all(
+            isinstance(guard.get(k), int) for k in ("calls", "consecutive", "non_finite_total", "spike_total")
+        )
+        if not ok:
+            raise damaged("the guard state is incomplete")

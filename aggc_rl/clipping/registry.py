@@ -8,6 +8,7 @@ from aggc_rl.clipping.adagc import AdaGCRule
 from aggc_rl.clipping.aggc import AGGCRule
 from aggc_rl.clipping.global_norm import GlobalNormRule
 from aggc_rl.clipping.rule import ClipRule, knob_names
+from aggc_rl.clipping.zclip import ZClipRule
 
 #: name -> (rule class, preset knob values that differ from the class defaults)
 PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -16,6 +17,7 @@ PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
     # What the official GRPO run did in practice: its schedule never ran.
     "aggc_official": (AGGCRule, {"schedule": "none"}),
     "adagc": (AdaGCRule, {}),
+    "zclip": (ZClipRule, {}),
 }
 RULE_NAMES = tuple(PRESETS)
 

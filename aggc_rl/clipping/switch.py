@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from aggc_rl.clipping.clipper import MISMATCH_MODES
 from aggc_rl.clipping.grouping import SCHEMES
+from aggc_rl.clipping.guard import GuardConfig
 from aggc_rl.clipping.registry import RULE_NAMES, make_rule, rule_knobs
 from aggc_rl.clipping.rule import ClipRule
 
@@ -30,13 +32,24 @@ BLOCK_METHODS = tuple(m for m in RULE_NAMES if m != "global")
 
 @dataclass
 class ClipConfig:
-    """``clip_config``: per-method knobs, grouping and logging."""
+    """``clip_config``: per-method knobs, grouping, logging, the step guard and the resume policy.
 
-    grouping: str | None = None  # None: the method's default (adagc: tensor, others: module_type)
+    ``guard`` holds the :class:`GuardConfig` knobs as a plain block, like the method blocks, so that
+    :func:`resolve_clip` can name the full key of a bad value.
+    """
+
+    grouping: str | None = (
+        None  # None: the method's default (adagc: tensor, zclip: global, others: module_type)
+    )
     log_per_group: bool = True  # per-group norm/scale/EMA metrics (off for huge per-tensor runs)
     aggc: dict[str, Any] = field(default_factory=lambda: rule_knobs("aggc"))
     aggc_official: dict[str, Any] = field(default_factory=lambda: rule_knobs("aggc_official"))
     adagc: dict[str, Any] = field(default_factory=lambda: rule_knobs("adagc"))
+    zclip: dict[str, Any] = field(default_factory=lambda: rule_knobs("zclip"))
+    guard: dict[str, Any] = field(default_factory=GuardConfig.knobs)
+    resume_mismatch: str = (
+        "refuse"  # or "reset": a checkpoint's clipper state for other settings starts fresh
+    )
 
 
 @dataclass(frozen=True)
@@ -51,9 +64,18 @@ class ClipSpec:
     grouping: str | None
     log_per_group: bool = True
     prefix: str = ACTOR_PREFIX
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    resume_mismatch: str = "refuse"
 
     def __post_init__(self) -> None:
         self.build_rule()
+        if not isinstance(self.guard, GuardConfig):
+            raise TypeError(f"{self.prefix}.clip_config.guard must be a GuardConfig, got {self.guard!r}")
+        if self.resume_mismatch not in MISMATCH_MODES:
+            raise ValueError(
+                f"{self.prefix}.clip_config.resume_mismatch={self.resume_mismatch!r} is invalid; allowed: "
+                f"{', '.join(MISMATCH_MODES)}"
+            )
 
     def build_rule(self) -> ClipRule:
         block = "optim.clip_grad" if self.method == "global" else f"clip_config.{self.method}"
@@ -72,14 +94,41 @@ def resolve_clip(
     if config is None:
         config = ClipConfig()
     elif isinstance(config, dict):
-        config = ClipConfig(**config)
+        # A plain copy of the composed config still carries Hydra's instantiation key.
+        config = ClipConfig(**{k: v for k, v in config.items() if k != "_target_"})
     if config.grouping is not None and config.grouping not in SCHEMES:
         raise ValueError(
             f"{prefix}.clip_config.grouping={config.grouping!r} is invalid; allowed: null (the method's "
             f"default) or one of {', '.join(SCHEMES)}"
         )
     knobs = {"max_norm": max_norm} if method == "global" else dict(getattr(config, method))
-    return ClipSpec(method, tuple(sorted(knobs.items())), config.grouping, bool(config.log_per_group), prefix)
+    return ClipSpec(
+        method,
+        tuple(sorted(knobs.items())),
+        config.grouping,
+        bool(config.log_per_group),
+        prefix,
+        guard=build_guard(config.guard, prefix),
+        resume_mismatch=config.resume_mismatch,
+    )
+
+
+def build_guard(block: GuardConfig | dict | None, prefix: str = ACTOR_PREFIX) -> GuardConfig:
+    """The guard block as a validated :class:`GuardConfig`; errors name the full key and what is allowed."""
+    if block is None:
+        return GuardConfig()
+    if isinstance(block, GuardConfig):
+        return block
+    allowed = list(GuardConfig.knobs())
+    unknown = sorted(set(block) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"{prefix}.clip_config.guard has no knob {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
+        )
+    try:
+        return GuardConfig(**dict(block))
+    except ValueError as err:
+        raise ValueError(f"{prefix}.clip_config.{err}") from err
 
 
 # -- the command line, before Hydra --------------------------------------------------------------------------
@@ -99,7 +148,9 @@ def check_clip_overrides(argv: Sequence[str], prefix: str = ACTOR_PREFIX) -> Non
             if value not in RULE_NAMES:
                 raise ValueError(f"{clip_key}={value!r} is invalid; allowed: {', '.join(RULE_NAMES)}")
         elif key.startswith(config_key + "."):
-            _check_clip_config_key(key, config_key, key[len(config_key) + 1 :].split("."))
+            parts = key[len(config_key) + 1 :].split(".")
+            _check_clip_config_key(key, config_key, parts)
+            _check_clip_config_value(key, parts, value)
 
 
 def _check_clip_config_key(full_key: str, config_key: str, parts: list[str]) -> None:
@@ -110,3 +161,12 @@ def _check_clip_config_key(full_key: str, config_key: str, parts: list[str]) -> 
         knobs = list(rule_knobs(parts[0]))
         if parts[1] not in knobs or len(parts) > 2:
             raise ValueError(f"unknown knob {full_key!r}; allowed for {parts[0]}: {', '.join(knobs)}")
+    if parts[0] == "guard" and len(parts) > 1:
+        knobs = list(GuardConfig.knobs())
+        if parts[1] not in knobs or len(parts) > 2:
+            raise ValueError(f"unknown knob {full_key!r}; allowed for guard: {', '.join(knobs)}")
+
+
+def _check_clip_config_value(full_key: str, parts: list[str], value: str) -> None:
+    if parts == ["resume_mismatch"] and value not in MISMATCH_MODES:
+        raise ValueError(f"{full_key}={value!r} is invalid; allowed: {', '.join(MISMATCH_MODES)}")

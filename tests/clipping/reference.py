@@ -1,4 +1,4 @@
-"""Independent scalar reference implementations of the rules in ../shared/docs/algorithms.md.
+"""Independent scalar reference implementations of the rules in docs/algorithms.md.
 
 Written from the rule text with plain Python floats and explicit branches, so a
 mistake in the vectorised code does not repeat here.
@@ -83,19 +83,79 @@ def ref_aggc(
 
 
 def ref_adagc(history: list[list[float]], lambda_rel=1.04, beta=0.99, warmup=100, lambda_abs=1.0, eps=1e-6):
-    gamma: list[float] | None = None
+    """AdaGC as the official code runs it, with a zero norm treated as no evidence.
+
+    gamma[i] is None until tensor i has shown a positive norm; such a tensor is never clipped after warm-up.
+    """
+    gamma: list[float | None] = [None] * len(history[0])
     out = []
     for t, norms in enumerate(history, start=1):
         if t <= warmup:
             total = math.sqrt(sum(n * n for n in norms))
             g = min(1.0, lambda_abs / (total + eps))
-            clipped = [g * n for n in norms]
-            gamma = clipped if gamma is None else [min(a, b) for a, b in zip(gamma, clipped, strict=True)]
+            for i, n in enumerate(norms):
+                if n > 0:
+                    gamma[i] = g * n if gamma[i] is None else min(gamma[i], g * n)
             out.append([g] * len(norms))
+            continue
+        scales = []
+        for i, n in enumerate(norms):
+            if gamma[i] is None:
+                scales.append(1.0)
+                if n > 0:
+                    gamma[i] = n
+                continue
+            threshold = lambda_rel * gamma[i]
+            scales.append(threshold / (n + eps) if n > threshold else 1.0)
+            if n > 0:
+                gamma[i] = beta * gamma[i] + (1 - beta) * min(n, threshold)
+        out.append(scales)
+    return out, [0.0 if g is None else g for g in gamma]
+
+
+def ref_zclip(
+    history: list[float],
+    alpha=0.97,
+    z_thresh=2.5,
+    max_grad_norm=1.0,
+    eps=1e-6,
+    warmup_steps=25,
+    mode="zscore",
+    clip_option="adaptive_scaling",
+    clip_factor=1.0,
+    skip_update_on_spike=False,
+):
+    """ZClip on one norm series (one group): the scale of every step, and the final (mean, var)."""
+    buffer: list[float] = []
+    mean = var = None
+    out = []
+    for n in history:
+        if mean is None:
+            buffer.append(n)
+            if len(buffer) >= warmup_steps:
+                mean = sum(buffer) / len(buffer)
+                var = sum((x - mean) ** 2 for x in buffer) / len(buffer)
+            out.append(1.0 if max_grad_norm is None else min(1.0, max_grad_norm / (n + 1e-6)))
+            continue
+        std = math.sqrt(var)
+        threshold = None
+        if mode == "percentile":
+            if n > mean + z_thresh * std:
+                threshold = mean + z_thresh * std
         else:
-            if gamma is None:  # warmup == 0: the first norm seeds the threshold
-                gamma = list(norms)
-            hs = [min(1.0, lambda_rel * gm / (n + eps)) for gm, n in zip(gamma, norms, strict=True)]
-            gamma = [beta * gm + (1 - beta) * h * n for gm, h, n in zip(gamma, hs, norms, strict=True)]
-            out.append(hs)
-    return out, gamma
+            z = (n - mean) / (std + eps)
+            if z > z_thresh:
+                if clip_option == "adaptive_scaling":
+                    threshold = (mean + z_thresh * std / (z / z_thresh)) * clip_factor
+                else:
+                    threshold = mean
+        clip = n if threshold is None else threshold
+        if max_grad_norm is not None:
+            clip = min(clip, max_grad_norm)
+        out.append(clip / (n + 1e-6) if n > clip else 1.0)
+        if threshold is not None and skip_update_on_spike:
+            continue
+        x = n if threshold is None else threshold
+        mean = alpha * mean + (1 - alpha) * x
+        var = alpha * var + (1 - alpha) * (x - mean) ** 2
+    return out, (0.0 if mean is None else mean, 0.0 if var is None else var)

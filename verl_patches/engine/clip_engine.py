@@ -2,9 +2,12 @@
 
 Written for verl 0.9.1 (workers/engine/fsdp/transformer_impl.py): ``optimizer_step`` mirrors the stock
 one (unscale, clip, skip a non-finite step, step, QAT scale invalidation) with the clipper in place of
-``fsdp2_clip_grad_norm_``; ``train_batch`` adds the clipper's metrics (named in :mod:`aggc_rl.metrics`;
-verl's trainer logs them as ``actor/clip/...``); checkpoints carry the clipper state in
-``clip_state_world_size_W_rank_R.pt`` beside verl's per-rank files. The training schedule's progress is
+``fsdp2_clip_grad_norm_``, and the step guard's skips (a non-finite norm, ``clip_config.guard.skip_above`` /
+``skip_sigma``: the optimizer is not called and the gradients are zeroed; ``max_consecutive_skips`` stops
+training); ``train_batch`` adds the clipper's metrics (named in :mod:`aggc_rl.metrics`; verl's trainer logs
+them as ``actor/clip/...``); checkpoints carry the clipper state in ``clip_state_world_size_W_rank_R.pt``
+beside verl's per-rank files, and a resume refuses a state saved for other clip settings (or a damaged
+file) before it loads anything, unless ``clip_config.resume_mismatch=reset``. The training schedule's progress is
 verl's own LR-scheduler step count over ``optim.total_training_steps`` (the trainer sets both), so it is
 also restored on resume.
 
@@ -17,8 +20,8 @@ from __future__ import annotations
 
 import glob
 import logging
-import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +35,16 @@ from verl.workers.config import FSDPEngineConfig  # noqa: E402
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead  # noqa: E402
 
 from aggc_rl import metrics as names  # noqa: E402
-from aggc_rl.clipping import ClipConfig, ClipResult, ClipSpec, GradClipper, resolve_clip  # noqa: E402
+from aggc_rl.clipping import (  # noqa: E402
+    ClipConfig,
+    ClipResult,
+    ClipSpec,
+    ClipStateDamaged,
+    ClipStateMismatch,
+    GradClipper,
+    SkippedStepsError,
+    resolve_clip,
+)
 from verl_patches.engine.backend import CLIP_BACKEND, for_module_builder, route_to_clip_engine  # noqa: E402
 from verl_patches.engine.registry import register_engine  # noqa: E402
 
@@ -118,7 +130,9 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
                 f"but optim.total_training_steps={self.optimizer_config.total_training_steps}; verl's trainer "
                 "sets it, other callers must"
             )
-        self.clipper = GradClipper(self.module.named_parameters(), rule, grouping=self.clip_spec.grouping)
+        self.clipper = GradClipper(
+            self.module.named_parameters(), rule, grouping=self.clip_spec.grouping, guard=self.clip_spec.guard
+        )
         logger.info(
             "clip=%s: %d groups %s", self.clip_spec.method, len(self.clipper.groups), self.clipper.groups
         )
@@ -132,27 +146,45 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
             return 0.0
         return min(1.0, max(0.0, self.lr_scheduler.last_epoch / total))
 
-    def optimizer_step(self) -> float:
-        """Clip with our rule, skip the update on a non-finite norm (as verl does), step.
+    def training_step(self) -> int:
+        """The 1-based training step being run (verl steps the LR scheduler once per training step)."""
+        return int(self.lr_scheduler.last_epoch) + 1
 
-        Returns the PRE-clip total norm, so ``actor/grad_norm`` means the same in every arm.
+    def optimizer_step(self) -> float:
+        """Clip with our rule; on a skipped step do not call the optimizer and zero the gradients; else step.
+
+        A skip (non-finite norm, or the guard's skip_above / skip_sigma) leaves the parameters, the
+        optimizer's moments and step count and the rule's state as they were; verl's LR scheduler and the
+        training progress still advance. Returns the PRE-clip total norm, so ``actor/grad_norm`` means
+        the same in every arm.
         """
         if self.clipper is None:
             raise RuntimeError("optimizer_step on an engine built with forward_only=True")
         scaler = getattr(self, "scaler", None)
         if scaler is not None:
             scaler.unscale_(self.optimizer)
-        result = self.clipper.clip_(progress=self.training_progress())
+        try:
+            result = self.clipper.clip_(progress=self.training_progress())
+        except SkippedStepsError as err:
+            raise SkippedStepsError(
+                f"{self.clip_spec.prefix}.clip_config.guard stopped training at training step "
+                f"{self.training_step()}: {err}"
+            ) from err
         self.last_clip = result
-        if scaler is not None:
+        if result.skipped:
+            logger.warning(
+                "training step %d: skipping this optimizer step (%s; total norm %.6g; non-finite groups: %s)",
+                self.training_step(),
+                ", ".join(result.skip_reasons),
+                result.total_norm,
+                result.non_finite_groups or "none",
+            )
+            self.optimizer.zero_grad()
+            if scaler is not None:
+                scaler.update()  # lowers the loss scale after an overflow, as scaler.step would have
+        elif scaler is not None:
             scaler.step(self.optimizer)
             scaler.update()
-        elif result.skipped:
-            bad = [
-                g for g, n in zip(result.groups, result.norms.tolist(), strict=True) if not math.isfinite(n)
-            ]
-            logger.warning("non-finite gradient norm in groups %s: skipping this optimizer step", bad)
-            self.optimizer.zero_grad()
         else:
             self.optimizer.step()
         if getattr(self, "_qat_enabled", False):
@@ -188,13 +220,18 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
             torch.save(self.clipper.state_dict(), clip_state_path(local_path, world, rank))
 
     def load_checkpoint(self, local_path: str, hdfs_path=None, del_local_after_load: int = True, **kwargs):
-        # Read our file first: verl may delete the local copy after loading its own.
-        state = self._read_clip_state(local_path) if self.clipper is not None else None
+        # Read and check our file first: a mismatch or a damaged file stops the resume before anything is
+        # loaded, and verl may delete the local copy after loading its own files.
+        restore = self._read_clip_state(local_path) if self.clipper is not None else None
         super().load_checkpoint(local_path, hdfs_path, del_local_after_load, **kwargs)
-        if state is not None:
-            self.clipper.load_state_dict(state)
+        if restore is not None:
+            restore()
 
-    def _read_clip_state(self, local_path: str) -> dict:
+    def _read_clip_state(self, local_path: str):
+        """Read, check and return a function that restores the clipper state (None-safe under reset)."""
+        reset = self.clip_spec.resume_mismatch == "reset"
+        key = f"{self.clip_spec.prefix}.clip_config.resume_mismatch"
+        step = checkpoint_step(local_path)
         world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
         path = clip_state_path(local_path, world, rank)
         if not os.path.exists(path):
@@ -203,12 +240,51 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
                 glob.glob(os.path.join(local_path, CLIP_STATE_PATTERN.format(world="*", rank="*")))
             )
             if not others:
-                raise FileNotFoundError(
+                message = (
                     f"no clipper state in {local_path} (expected {os.path.basename(path)}): this checkpoint was not "
                     f"written by the {CLIP_BACKEND} engine, and resuming without it would restart the clip EMA at 0"
                 )
+                if reset:
+                    logger.warning("%s; %s=reset: starting a fresh clipper state", message, key)
+                    return lambda: None
+                raise FileNotFoundError(
+                    f"{message}; set {key}=reset to start a fresh clipper state on purpose"
+                )
             path = others[0]
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            differences = self.clipper.check_state_dict(saved)
+        except Exception as err:  # a truncated zip, a pickle error, a dict that is not ours
+            message = (
+                f"the clipper state {path} of checkpoint step {step} is damaged and cannot be read ({err})"
+            )
+            if reset:
+                logger.warning("%s; %s=reset: starting a fresh clipper state", message, key)
+                return lambda: None
+            raise ClipStateDamaged(
+                f"{message}. Resume from an earlier checkpoint step (trainer.resume_mode=resume_path "
+                f"trainer.resume_from_path=<an earlier global_step_N>), or set {key}=reset to start a fresh "
+                "clipper state"
+            ) from err
+        if differences and not reset:
+            lines = "\n".join(f"  - {d}" for d in differences)
+            raise ClipStateMismatch(
+                differences,
+                f"the clipper state {path} of checkpoint step {step} was saved for other clip settings "
+                f"than this run's (actor.clip={self.clip_spec.method}):\n{lines}\nResume with the "
+                f"checkpoint's settings, or set {key}=reset to start a fresh clipper state on purpose",
+            )
+
+        def restore() -> None:
+            self.clipper.load_state_dict(saved, on_mismatch=self.clip_spec.resume_mismatch)
+
+        return restore
+
+
+def checkpoint_step(local_path: str) -> str:
+    """The N of ``.../global_step_N/...`` for messages ("unknown" when the path does not say)."""
+    found = re.findall(r"global_step_(\d+)", str(local_path))
+    return found[-1] if found else "unknown"
 
 
 register_engine(ClipFSDPEngine, model_type="language_model", backends=(CLIP_BACKEND,), devices=DEVICES)

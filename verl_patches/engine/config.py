@@ -10,7 +10,8 @@ actor's, keeps verl's stock engine).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from verl_patches.version import require_verl
 
@@ -34,6 +35,7 @@ class ClipActorConfig(FSDPActorConfig):
         # Resolve the clip switch first: its errors are the ones users of this config can act on.
         if isinstance(self.clip_config, dict):
             self.clip_config = ClipConfig(**self.clip_config)
+        check_unread_grad_clip(self.grad_clip)
         resolve_clip(self.clip, self.clip_config, max_norm=self.optim.clip_grad, prefix=ACTOR_PREFIX)
         super().__post_init__()
         if self.strategy != BUILDER_STRATEGY:
@@ -48,3 +50,18 @@ class ClipActorConfig(FSDPActorConfig):
                 f"{type(self.engine).__name__}"
             )
         attach_clip(self.engine, self.clip, self.clip_config, prefix=ACTOR_PREFIX)
+
+
+#: verl's default for ``actor.grad_clip``, a key that verl 0.9.1's engines never read.
+GRAD_CLIP_DEFAULT = next(f.default for f in fields(FSDPActorConfig) if f.name == "grad_clip")
+
+
+def check_unread_grad_clip(value: object) -> None:
+    """``actor.grad_clip`` is read by nothing in verl 0.9.1: a changed value would silently do nothing."""
+    same = isinstance(value, (int, float)) and not isinstance(value, bool) and value == GRAD_CLIP_DEFAULT
+    if not same or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError(
+            f"{ACTOR_PREFIX}.grad_clip={value!r} is set, but verl 0.9.1 never reads it (its engines clip with "
+            f"optim.clip_grad), so it would do nothing; set {ACTOR_PREFIX}.optim.clip_grad (the max_norm of "
+            f"clip=global) instead and leave grad_clip at its default {GRAD_CLIP_DEFAULT}"
+        )
