@@ -14,6 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from aggc_rl.data.metamath import CHAT_TEMPLATES
 from verl_patches.config_files import CONFIG_DIR, SFT_CONFIG_NAME
 
 #: Where the switch lives in this config (errors name it).
@@ -33,6 +34,19 @@ def validate(config: DictConfig) -> None:
             f"(set by configs/{SFT_CONFIG_NAME}.yaml), got {type(engine).__name__}"
         )
     engine.clip_spec(max_norm=config.optim.clip_grad)
+    template = config.get("chat_template")
+    if template is not None and template not in CHAT_TEMPLATES:
+        raise ValueError(
+            f"chat_template={template!r} is invalid; allowed: null (the tokenizer's own) or one of "
+            f"{', '.join(CHAT_TEMPLATES)}"
+        )
+
+
+def apply_chat_template_preset(config: DictConfig) -> None:
+    """``chat_template=alpaca``: give a base model (no template of its own) the recipe's instruction format."""
+    template = config.get("chat_template")
+    if template is not None:
+        config.model.custom_chat_template = CHAT_TEMPLATES[template]
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name=SFT_CONFIG_NAME, version_base=None)
@@ -43,6 +57,7 @@ def main(config: DictConfig) -> None:
 
     auto_set_device(config)
     validate(config)
+    apply_chat_template_preset(config)
     run_sft(config)
 
 

@@ -3,7 +3,8 @@
 #
 #   my_scripts/merge_ckpt/merge.sh CKPT_DIR [STEP] [TARGET_DIR]
 #
-# CKPT_DIR   trainer.default_local_dir (OUT_DIR/checkpoints of the run scripts), or the run's OUT_DIR.
+# CKPT_DIR   trainer.default_local_dir (OUT_DIR/checkpoints of the run scripts), or the run's OUT_DIR; RL
+#            (global_step_N/actor/) and SFT (global_step_N/) checkpoints both work, LoRA ones are folded in.
 # STEP       a global step N, or "latest" (default; also from the environment): the HIGHEST N of
 #            global_step_N compared as numbers (global_step_10 after global_step_9), not the first directory
 #            listed, which is what the official AGGC merge script took.
@@ -71,6 +72,10 @@ latest) STEP=$(printf '%s\n' "$steps" | tail -n 1) ;;
 esac
 
 ACTOR_DIR=$CKPT_DIR/global_step_$STEP/actor
+# RL checkpoints keep the actor in actor/; SFT checkpoints (python -m aggc_rl.sft) keep it in the step directory.
+if [ ! -d "$ACTOR_DIR" ] && [ -f "$CKPT_DIR/global_step_$STEP/fsdp_config.json" ]; then
+	ACTOR_DIR=$CKPT_DIR/global_step_$STEP
+fi
 [ -f "$ACTOR_DIR/fsdp_config.json" ] ||
 	die "'$ACTOR_DIR' has no fsdp_config.json: not a complete verl FSDP actor checkpoint (still being written, or deleted?)"
 # Every rank's shard must be there, or the merger fails half-way (a save interrupted by a crash).
@@ -91,12 +96,22 @@ say "merging step $STEP (available: $available) from $ACTOR_DIR ($world shard(s)
 
 # The merger writes bf16 safetensors, config and tokenizer; prove transformers can load them on a CPU.
 "$PYTHON" - "$TARGET_DIR" <<'PY' || die "the merged model in '$TARGET_DIR' does not load with transformers (see the error above)"
+import os
 import sys
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 path = sys.argv[1]
-model = AutoModelForCausalLM.from_pretrained(path, torch_dtype="auto", device_map=None)
+model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map=None)
+adapter = os.path.join(path, "lora_adapter")
+if os.path.isdir(adapter):
+    # verl's merger writes LoRA runs as the base model plus lora_adapter/; fold the adapter in, so the
+    # directory is the trained model for any loader (eval.run, vLLM). The adapter stays beside it.
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.save_pretrained(path)
+    print(f"[merge.sh] folded the LoRA adapter ({adapter}) into the model weights")
 AutoTokenizer.from_pretrained(path)
 n_params = sum(p.numel() for p in model.parameters())
 print(f"[merge.sh] loaded with transformers: {type(model).__name__}, {n_params:,} parameters, {model.dtype}")
