@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from aggc_rl.clipping import RULE_NAMES, GradClipper, make_rule
+from bench.host_syncs import count_host_syncs, model_host_syncs
 from bench.shapes import qwen2_shapes
 
 BASELINE = "torch_clip_grad_norm_foreach"
@@ -101,6 +102,23 @@ class ClipBench:
     @property
     def grads(self) -> list[torch.Tensor]:
         return [p.grad for _, p in self.named]
+
+    def device_tensors(self, key: str) -> list[torch.Tensor]:
+        """What lives on the device for method ``key``: the gradients and its clipper's state."""
+        clipper = self.clippers.get(key)
+        return [*self.grads, *(clipper.state.values() if clipper is not None else [])]
+
+    def host_syncs(self, device: torch.device) -> dict[str, dict[str, Any]]:
+        """Per method: syncs of one call measured (CUDA only) and modelled (any device; SyncModel)."""
+        out = {}
+        for key, fn in self.methods.items():
+            self.reset()
+            measured = count_host_syncs(fn, device)
+            self.reset()
+            modelled = model_host_syncs(fn, self.device_tensors(key))
+            out[key] = {"measured": measured, "modelled": modelled}
+        self.reset()
+        return out
 
     def reset(self) -> None:
         """Put the original gradients back (what every timed call starts from)."""

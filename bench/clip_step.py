@@ -58,6 +58,10 @@ def bench_clip(model: str, dtype: torch.dtype, device: torch.device, runs: int, 
         times, BASELINE, floor_s=floors_per_round(probe_times, probe_moved, case.grad_bytes)
     )
     bandwidth = sorted(probe_moved / t for t in probe_times)
+    syncs = case.host_syncs(device)
+    for key, row in summary["methods"].items():
+        row["host_syncs"] = syncs[key]["measured"]["count"]
+        row["host_syncs_modelled"] = syncs[key]["modelled"]["count"]
     return {
         "model": model,
         "dtype": str(dtype).removeprefix("torch."),
@@ -67,6 +71,10 @@ def bench_clip(model: str, dtype: torch.dtype, device: torch.device, runs: int, 
         "grad_bytes": case.grad_bytes,
         "copy_bandwidth_gbps": bandwidth[len(bandwidth) // 2] / 1e9,
         "methods": summary["methods"],
+        "host_sync_sites_modelled": {
+            k: v["modelled"]["sites"] for k, v in syncs.items() if v["modelled"]["sites"]
+        },
+        "host_sync_model": next(iter(syncs.values()))["modelled"]["how"],
         "warnings": summary["warnings"],
         "notes": case.notes,
     }
@@ -130,6 +138,7 @@ def table(result: dict) -> str:
         "IQR",
         "min-max",
         "/ floor",
+        "host syncs (model)",
     ]
     rows = [
         [
@@ -141,6 +150,9 @@ def table(result: dict) -> str:
             f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}",
             f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f}",
             f"{r['floor_ratio']:.2f}",
+            str(r["host_syncs_modelled"])
+            if r["host_syncs"] is None
+            else f"{r['host_syncs']} ({r['host_syncs_modelled']})",
         ]
         for key, r in result["methods"].items()
     ]

@@ -32,7 +32,6 @@ import torch
 
 from bench import rounds as rd
 from bench.clip_methods import BASELINE, COPY_PROBE, build, copy_probe, floors_per_round
-from bench.host_syncs import count_host_syncs
 from bench.shapes import FULL_SIZES, TINY_SIZES
 from bench.train_step import bench_train_step
 
@@ -121,12 +120,10 @@ def clip_case(
     floors = floors_per_round(probe_times, probe_moved, case.grad_bytes)
     summary = rd.summarize(times, BASELINE, floor_s=floors)
     bandwidth = [probe_moved / t for t in probe_times]
-    syncs = {}
-    for key, fn in case.methods.items():
-        case.reset()
-        syncs[key] = count_host_syncs(fn, device)
+    syncs = case.host_syncs(device)
     for key, row in summary["methods"].items():
-        row["host_syncs"] = syncs[key]["count"]
+        row["host_syncs"] = syncs[key]["measured"]["count"]
+        row["host_syncs_modelled"] = syncs[key]["modelled"]["count"]
         row["skipped_a_step"] = case.skipped.get(key, False)
     label = f"{size} {str(dtype).removeprefix('torch.')}"
     warnings = [f"{label}: {w}" for w in summary["warnings"]]
@@ -142,8 +139,12 @@ def clip_case(
         "grad_bytes": case.grad_bytes,
         "copy_bandwidth_gbps": sorted(bandwidth)[len(bandwidth) // 2] / 1e9,
         "methods": summary["methods"],
-        "host_sync_sites": {k: v["sites"] for k, v in syncs.items() if v["sites"]},
-        "host_sync_method": next(iter(syncs.values()))["how"],
+        "host_sync_sites": {k: v["measured"]["sites"] for k, v in syncs.items() if v["measured"]["sites"]},
+        "host_sync_sites_modelled": {
+            k: v["modelled"]["sites"] for k, v in syncs.items() if v["modelled"]["sites"]
+        },
+        "host_sync_method": next(iter(syncs.values()))["measured"]["how"],
+        "host_sync_model": next(iter(syncs.values()))["modelled"]["how"],
         "warnings": warnings,
         "notes": case.notes,
     }
@@ -154,7 +155,16 @@ def clip_case(
 
 
 def clip_table(results: Sequence[dict]) -> str:
-    header = ["model", "dtype", "method", "median ms", "min-max ms", "/ torch [IQR]", "/ floor", "host syncs"]
+    header = [
+        "model",
+        "dtype",
+        "method",
+        "median ms",
+        "min-max ms",
+        "/ torch [IQR]",
+        "/ floor",
+        "host syncs (measured, model)",
+    ]
     rows = []
     for res in results:
         for key, row in res["methods"].items():
@@ -167,12 +177,17 @@ def clip_table(results: Sequence[dict]) -> str:
                     f"{row['min_ms']:.3f}-{row['max_ms']:.3f}",
                     rd.fmt_ratio(row),
                     f"{row['floor_ratio']:.2f}",
-                    "n/a" if row["host_syncs"] is None else row["host_syncs"],
+                    _syncs(row),
                 ]
             )
         floor = next(iter(res["methods"].values()))["floor_ms"]
         rows.append([res["model"], res["dtype"], "floor", f"{floor:.3f}", "", "", "1.00", ""])
     return rd.markdown_table(header, rows, align="lllrrrrr")
+
+
+def _syncs(row: dict) -> str:
+    measured, modelled = row["host_syncs"], row["host_syncs_modelled"]
+    return f"{measured} (model {modelled})" if measured is not None else f"n/a (model {modelled})"
 
 
 def train_table(res: dict) -> str:

@@ -16,7 +16,7 @@ import torch
 from aggc_rl.clipping import RULE_NAMES
 from bench import gpu
 from bench.clip_methods import BASELINE, GUARDED, guard_module
-from bench.host_syncs import count_host_syncs
+from bench.host_syncs import count_host_syncs, model_host_syncs
 from bench.shapes import TINY_SIZES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,9 +66,12 @@ def test_tiny_clip_step_covers_every_size_dtype_and_method(tiny_run: tuple[dict,
                 0 < row["ratio_min"] <= row["ratio_q1"] <= row["ratio"] <= row["ratio_q3"] <= row["ratio_max"]
             )
             assert row["floor_ms"] > 0 and row["floor_ratio"] > 0
-            assert row["host_syncs"] is None  # not countable on CPU, and not faked
+            assert row["host_syncs"] is None  # not measurable on CPU, and not faked
+            assert isinstance(row["host_syncs_modelled"], int) and row["host_syncs_modelled"] >= 0
             assert row["skipped_a_step"] is False
         assert case["methods"][BASELINE]["ratio"] == 1.0
+        assert case["methods"][BASELINE]["host_syncs_modelled"] == 0  # torch's clip never waits
+        assert all(case["methods"][k]["host_syncs_modelled"] >= 1 for k in RULE_NAMES)  # the one transfer
         assert "not countable" in case["host_sync_method"]
 
 
@@ -103,6 +106,37 @@ def test_full_sizes_refuse_without_cuda(capsys: pytest.CaptureFixture[str]) -> N
 def test_host_syncs_are_not_invented_on_cpu() -> None:
     out = count_host_syncs(lambda: torch.ones(3).sum().item(), torch.device("cpu"))
     assert out["count"] is None and "not countable" in out["how"]
+
+
+def test_sync_model_counts_what_would_synchronize_on_cuda() -> None:
+    grad = torch.ones(4)
+    host = torch.ones(4)
+
+    def work() -> None:
+        total = grad.square().sum()  # stays on the device: no sync
+        scale = torch.full((), 2.0, device=grad.device)  # a fill kernel: no sync
+        torch.tensor(3.0, device=grad.device)  # blocking host-to-device copy: 1
+        (total * scale).cpu()  # device-to-host: 1
+        int(grad.sum())  # device-to-host: 1
+        float(host.sum())  # a host tensor: no sync
+        host.to(grad.device)  # blocking host-to-device copy: 1
+
+    out = model_host_syncs(work, [grad])
+    assert out["count"] == 4 and "modelled" in out["how"]
+    kinds = [site.split(":")[0] for site in out["sites"]]
+    assert kinds == [
+        "blocking host-to-device (torch.tensor(..., device=...))",
+        "device-to-host (cpu)",
+        "device-to-host (__int__)",
+        "blocking host-to-device (.to(device))",
+    ]
+    assert all("test_bench_gpu.py" in site for site in out["sites"])
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    params[0].grad = torch.ones(3)
+    torch_clip = model_host_syncs(
+        lambda: torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True), [params[0].grad]
+    )
+    assert torch_clip["count"] == 0
 
 
 def test_cpu_clip_step_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
