@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import ref_adagc, ref_aggc, ref_global
+from reference import ref_adagc, ref_aggc, ref_global, ref_zclip
 
 from aggc_rl.clipping import RULE_NAMES, AGGCRule, make_rule, rule_knobs
 
@@ -191,6 +191,144 @@ def test_adagc_warmup_is_global_clipping_then_per_group():
     assert scales[2] == pytest.approx([1.04 * 0.6 / 6, 1.04 * 0.8 / 8], rel=1e-5)
 
 
+@pytest.mark.parametrize("norm", [1e-6, 1e-5])
+def test_adagc_small_steady_norm_keeps_scale_one(norm):
+    """The old trigger min(1, t/(n+eps)) with an EMA of h*n drove these to 0.004 after 1,000 updates."""
+    scales, state = run_rule(make_rule("adagc"), [[norm, 0.5]] * 1000)
+    assert all(row == [1.0, 1.0] for row in scales)
+    assert float(state["gamma"][0]) == pytest.approx(norm, rel=1e-12)
+    spike, _ = make_rule("adagc").update(torch.tensor([10 * norm, 0.5], dtype=torch.float64), state)
+    assert float(spike[0]) == pytest.approx(1.04 * norm / (10 * norm + 1e-6), rel=1e-9)  # still cut
+    # The old rule on the same input (the defect this guards against): far below 1.
+    old_gamma, old_scale = norm, None
+    for _ in range(900):
+        old_scale = min(1.0, 1.04 * old_gamma / (norm + 1e-6))
+        old_gamma = 0.99 * old_gamma + 0.01 * old_scale * norm
+    assert old_scale < 0.9
+
+
+def test_adagc_norm_exactly_at_the_threshold_is_not_clipped():
+    rule = make_rule("adagc", warmup=1, lambda_abs=1e9)
+    gamma = 1.0  # the warm-up norm, unclipped (lambda_abs is huge)
+    at = rule.lambda_rel * gamma
+    scales, _ = run_rule(rule, [[gamma], [at]])
+    assert scales[1] == [1.0]  # the old trigger gave 1.04 / (1.04 + 1e-6) here
+    above = at * (1 + 1e-6)
+    scales, _ = run_rule(rule, [[gamma], [above]])
+    assert scales[1][0] == pytest.approx(at / (above + 1e-6), rel=1e-12) and scales[1][0] < 1.0
+
+
+def test_adagc_without_warmup_first_update_has_scale_one():
+    scales, state = run_rule(make_rule("adagc", warmup=0), [[3.0, 0.5], [3.0, 0.5]])
+    assert scales == [[1.0, 1.0], [1.0, 1.0]]
+    assert state["gamma"].tolist() == pytest.approx([3.0, 0.5])
+
+
+def test_adagc_tensor_at_zero_during_warmup_is_not_frozen():
+    """LoRA A has a zero gradient while B is still zero: the official code gives it gamma 0, scale 0 for ever."""
+    hist = [[0.0, 1.0]] * 3 + [[1.0, 1.0]] * 20
+    scales, state = run_rule(make_rule("adagc", warmup=3), hist)
+    assert [row[0] for row in scales[3:]] == [1.0] * 20
+    assert float(state["gamma"][0]) == pytest.approx(1.0)
+    # A zero norm after warm-up is no evidence either: gamma stays, scale 1.
+    scales, state2 = run_rule(make_rule("adagc", warmup=3), [*hist, [0.0, 1.0]])
+    assert scales[-1] == [1.0, 1.0] and float(state2["gamma"][0]) == float(state["gamma"][0])
+    # ... and its threshold works: a x10 spike is cut to lambda * gamma.
+    spike, _ = make_rule("adagc", warmup=3).update(torch.tensor([10.0, 1.0], dtype=torch.float64), state)
+    assert float(spike[0]) * 10.0 == pytest.approx(1.04 * float(state["gamma"][0]), rel=1e-6)
+
+
+def test_adagc_spike_is_cut_to_the_threshold():
+    rule = make_rule("adagc", warmup=5, lambda_abs=10.0)
+    hist = [[1.0, 2.0]] * 30
+    _, state = run_rule(rule, hist)
+    gamma = state["gamma"].clone()
+    spike = torch.tensor([10.0, 2.0], dtype=torch.float64)
+    scales, _ = rule.update(spike, state)
+    clipped = scales * spike
+    assert float(clipped[0]) == pytest.approx(1.04 * float(gamma[0]), rel=1e-6)  # cut to lambda * gamma
+    assert float(scales[1]) == 1.0
+    want, _ = ref_adagc([*hist, spike.tolist()], warmup=5, lambda_abs=10.0)
+    assert scales.tolist() == pytest.approx(want[-1], rel=1e-12)
+
+
+# -- zclip ---------------------------------------------------------------------------------------------------
+
+
+def zclip_series(seed: int, steps: int = 80, base: float = 0.8) -> list[float]:
+    """Noisy norms around ``base`` with spikes of x3 to x40, so every branch is exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for t in range(steps):
+        n = base * (1 + 0.2 * (float(torch.rand((), generator=gen, dtype=torch.float64)) - 0.5))
+        if t % 11 == 10:
+            n *= 3 + 37 * float(torch.rand((), generator=gen, dtype=torch.float64))
+        out.append(n)
+    return out
+
+
+ZCLIP_VARIANTS = [
+    {},
+    {"warmup_steps": 5},
+    {"mode": "percentile"},
+    {"clip_option": "mean"},
+    {"clip_factor": 0.7},
+    {"skip_update_on_spike": True},
+    {"max_grad_norm": None},
+    {"max_grad_norm": 0.5, "warmup_steps": 3},  # the cap binds on most steps
+    {"mode": "percentile", "z_thresh": 1.0, "skip_update_on_spike": True, "max_grad_norm": None},
+    {"alpha": 0.9, "z_thresh": 2.0, "eps": 1e-8, "warmup_steps": 1},
+]
+
+
+@pytest.mark.parametrize(
+    "knobs", ZCLIP_VARIANTS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()) or "default"
+)
+def test_zclip_matches_reference_per_group(knobs):
+    """Each group is an independent ZClip; with one group it is the official rule on the total norm."""
+    series = [zclip_series(seed) for seed in range(3)]
+    series[2] = [2.0 * n for n in series[2]]  # groups at different scales do not interact
+    hist = [list(row) for row in zip(*series, strict=True)]
+    scales, state = run_rule(make_rule("zclip", **knobs), hist)
+    for j in range(3):
+        want, (mean, var) = ref_zclip(series[j], **knobs)
+        got = [row[j] for row in scales]
+        for t, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert g == pytest.approx(w, rel=1e-10, abs=1e-15), f"group {j} step {t}"
+        assert float(state["mean"][j]) == pytest.approx(mean, rel=1e-10)
+        assert float(state["var"][j]) == pytest.approx(var, rel=1e-10, abs=1e-18)
+    assert any(c < 1.0 for row in scales[knobs.get("warmup_steps", 25) :] for c in row), "no step was clipped"
+
+
+def test_zclip_warmup_only_caps_then_cuts_a_spike():
+    rule = make_rule("zclip", warmup_steps=4, max_grad_norm=10.0)
+    scales, state = run_rule(rule, [[1.0], [1.2], [0.8], [1.0]])
+    assert scales == [[1.0]] * 4  # below the cap: untouched while the buffer fills
+    assert float(state["mean"]) == pytest.approx(1.0) and float(state["var"]) == pytest.approx(0.02)
+    spike, _ = rule.update(torch.tensor([9.0], dtype=torch.float64), state)
+    std = math.sqrt(0.02)
+    z = (9.0 - 1.0) / (std + 1e-6)
+    threshold = 1.0 + 2.5 * std / (z / 2.5)
+    assert float(spike) == pytest.approx(threshold / (9.0 + 1e-6), rel=1e-9)
+    capped, _ = run_rule(make_rule("zclip", warmup_steps=2, max_grad_norm=0.5), [[2.0], [2.0]])
+    assert capped[0] == [pytest.approx(0.5 / (2.0 + 1e-6))]
+
+
+def test_zclip_skip_update_on_spike_keeps_the_statistics():
+    for skip in (False, True):
+        rule = make_rule("zclip", warmup_steps=3, skip_update_on_spike=skip)
+        _, state = run_rule(rule, [[1.0], [1.1], [0.9]])
+        scale, after = rule.update(torch.tensor([50.0], dtype=torch.float64), state)
+        assert float(scale) < 0.1
+        assert torch.equal(after["mean"], state["mean"]) is skip
+
+
+def test_zclip_default_grouping_is_global():
+    from aggc_rl.clipping import ZClipRule
+
+    assert make_rule("zclip").default_scheme == "global" and isinstance(make_rule("zclip"), ZClipRule)
+
+
 # -- shared contract -----------------------------------------------------------------------------------------
 
 
@@ -279,6 +417,18 @@ BAD_VALUES = [
     ("adagc", "lambda_rel", 0.0),
     ("adagc", "lambda_abs", -1.0),
     ("adagc", "eps", 0.0),
+    ("zclip", "alpha", 1.0),
+    ("zclip", "z_thresh", 0.0),
+    ("zclip", "max_grad_norm", 0.0),
+    ("zclip", "max_grad_norm", math.nan),
+    ("zclip", "max_grad_norm", math.inf),
+    ("zclip", "eps", 0.0),
+    ("zclip", "warmup_steps", 0),
+    ("zclip", "warmup_steps", 2.5),
+    ("zclip", "mode", "median"),
+    ("zclip", "clip_option", "max"),
+    ("zclip", "clip_factor", -1.0),
+    ("zclip", "skip_update_on_spike", "yes"),
 ]
 
 
@@ -299,4 +449,15 @@ def test_rule_knobs_document_defaults():
         "eps": 1e-6,
     }
     assert rule_knobs("global") == {"max_norm": 1.0}
+    assert rule_knobs("zclip") == {
+        "alpha": 0.97,
+        "z_thresh": 2.5,
+        "max_grad_norm": 1.0,
+        "eps": 1e-6,
+        "warmup_steps": 25,
+        "mode": "zscore",
+        "clip_option": "adaptive_scaling",
+        "clip_factor": 1.0,
+        "skip_update_on_spike": False,
+    }
     assert isinstance(make_rule("aggc"), AGGCRule)
