@@ -4,7 +4,7 @@ Each group's norm is pushed into a band [low * S, high * S] around the group's
 own EMA S of past (scaled) norms. The band's multipliers can move linearly from
 their early to their late values over training; the official code never ran
 that schedule, which is why ``aggc_official`` turns it off. Rule text and
-defaults: ../shared/docs/algorithms.md.
+defaults: docs/algorithms.md.
 """
 
 from __future__ import annotations

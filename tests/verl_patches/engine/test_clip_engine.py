@@ -283,3 +283,144 @@ def test_non_finite_gradient_skips_the_optimizer_step(tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
     model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_non_finite_step_is_skipped, 1, model_path)
+
+
+# -- step guard and resume checks (issue 12) -----------------------------------------------------------------
+
+
+def optimizer_moments(engine) -> dict[str, dict[str, torch.Tensor]]:
+    """This rank's Adam state: exp_avg, exp_avg_sq and step of every parameter (local shards)."""
+    names = {id(p): n for n, p in engine.module.named_parameters()}
+    out = {}
+    for p, state in engine.optimizer.state.items():
+        out[names[id(p)]] = {
+            k: (v.to_local() if hasattr(v, "to_local") else v).detach().clone() for k, v in state.items()
+        }
+    return out
+
+
+def _non_finite_on_one_rank(rank: int, world: int, model_path: str, ckpt: str) -> None:
+    """DeepSpeed-style fault injection: inf, -inf, NaN in one group on rank 0 only; both ranks skip."""
+    verl_cpu.use_cpu_platform()
+    overrides = ["actor_rollout_ref.actor.clip=aggc"]
+    cfg, setup, engine = build(model_path, *overrides)
+    loss_fn = verl_cpu.ppo_loss_fn(setup)
+    verl_cpu.train_step(engine, batch_for(0, setup, cfg), loss_fn)
+    assert {"exp_avg", "exp_avg_sq", "step"} <= set(next(iter(optimizer_moments(engine).values())))
+    clip = engine.clipper.clip_
+    for i, bad in enumerate((float("inf"), float("-inf"), float("nan"))):
+        params, moments = verl_cpu.full_params(engine), optimizer_moments(engine)
+        rule_state = {k: v.clone() for k, v in engine.clipper.state.items()}
+
+        def poisoned_clip(progress: float = 0.0, bad=bad):
+            if rank == 0:
+                grad = dict(engine.module.named_parameters())["model.layers.1.mlp.up_proj.weight"].grad
+                grad.to_local().view(-1)[0] = bad
+            return clip(progress=progress)
+
+        engine.clipper.clip_ = poisoned_clip
+        metrics = verl_cpu.train_step(engine, batch_for(1 + i, setup, cfg), loss_fn)
+        result = engine.last_clip
+        assert value(metrics["clip/skipped"]) == 1.0, f"rank {rank} did not skip {bad}"
+        assert result.non_finite_groups == ["up_proj"]
+        assert result.non_finite_total == i + 1 and value(metrics["clip/skips_non_finite_total"]) == i + 1
+        for name, tensor in verl_cpu.full_params(engine).items():
+            assert torch.equal(tensor, params[name]), f"{name} changed on a skipped step ({bad})"
+        for name, state in optimizer_moments(engine).items():
+            for key, tensor in state.items():
+                assert torch.equal(tensor, moments[name][key]), f"Adam {key} of {name} changed ({bad})"
+        for key, tensor in rule_state.items():
+            assert torch.equal(engine.clipper.state[key], tensor), key
+        assert all(p.grad is None or not p.grad.to_local().any() for p in engine.module.parameters())
+    engine.clipper.clip_ = clip
+    params = verl_cpu.full_params(engine)
+    metrics = verl_cpu.train_step(engine, batch_for(9, setup, cfg), loss_fn)
+    assert value(metrics["clip/skipped"]) == 0.0 and value(metrics["clip/consecutive_skips"]) == 0.0
+    assert any(not torch.equal(t, params[n]) for n, t in verl_cpu.full_params(engine).items())
+    engine.save_checkpoint(ckpt, global_step=5)
+    guard_state = engine.clipper.guard_state
+
+    cfg, setup, resumed = build(model_path, *overrides)
+    resumed.load_checkpoint(ckpt, del_local_after_load=False)
+    assert resumed.clipper.guard_state == guard_state and guard_state.non_finite_total == 3
+
+
+@pytest.mark.parametrize("world", [2])
+def test_non_finite_on_one_rank_skips_on_every_rank_and_keeps_adam_state(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    run_distributed(_non_finite_on_one_rank, world, model_path, str(tmp_path / "global_step_5" / "actor"))
+
+
+def _resume_checks(rank: int, world: int, model_path: str, ckpt: str) -> None:
+    import os
+    import re
+
+    from aggc_rl.clipping import ClipStateDamaged, ClipStateMismatch
+
+    verl_cpu.use_cpu_platform()
+    cfg, setup, engine = build(model_path, "actor_rollout_ref.actor.clip=aggc")
+    verl_cpu.train_step(engine, batch_for(0, setup, cfg), verl_cpu.ppo_loss_fn(setup))
+    engine.save_checkpoint(ckpt, global_step=1)
+    state_file = os.path.join(ckpt, "clip_state_world_size_1_rank_0.pt")
+
+    # Another rule (and so another knob value): refused before anything is loaded, every difference named.
+    _, _, other = build(model_path, "actor_rollout_ref.actor.clip=aggc_official")
+    params = verl_cpu.full_params(other)
+    with pytest.raises(ClipStateMismatch) as err:
+        other.load_checkpoint(ckpt, del_local_after_load=False)
+    message = str(err.value)
+    for part in (
+        f"the clipper state {state_file} of checkpoint step 1 was saved for other clip settings",
+        "rule: saved 'aggc', now 'aggc_official'",
+        "knob 'schedule': saved 'linear', now 'none'",
+        "set actor_rollout_ref.actor.clip_config.resume_mismatch=reset",
+    ):
+        assert part in message, (part, message)
+    assert all(torch.equal(t, params[n]) for n, t in verl_cpu.full_params(other).items())
+
+    _, _, knob = build(
+        model_path, "actor_rollout_ref.actor.clip=aggc", "actor_rollout_ref.actor.clip_config.aggc.beta=0.9"
+    )
+    with pytest.raises(ClipStateMismatch, match=re.escape("knob 'beta': saved 0.99, now 0.9")):
+        knob.load_checkpoint(ckpt, del_local_after_load=False)
+    _, _, grouped = build(
+        model_path, "actor_rollout_ref.actor.clip=aggc", "actor_rollout_ref.actor.clip_config.grouping=tensor"
+    )
+    with pytest.raises(
+        ClipStateMismatch, match=r"grouping: saved 'module_type', now 'tensor'[\s\S]*groups: saved for"
+    ):
+        grouped.load_checkpoint(ckpt, del_local_after_load=False)
+
+    # resume_mismatch=reset: the model resumes, the clipper starts fresh.
+    _, _, reset = build(
+        model_path,
+        "actor_rollout_ref.actor.clip=aggc_official",
+        "actor_rollout_ref.actor.clip_config.resume_mismatch=reset",
+    )
+    reset.load_checkpoint(ckpt, del_local_after_load=False)
+    assert int(reset.clipper.state["step"]) == 0
+    saved_params = verl_cpu.full_params(engine)
+    assert all(torch.equal(t, saved_params[n]) for n, t in verl_cpu.full_params(reset).items())
+
+    # A truncated clipper-state file: refused, naming the file, the step and the ways out.
+    with open(state_file, "rb") as f:
+        data = f.read()
+    with open(state_file, "wb") as f:
+        f.write(data[: len(data) // 2])
+    _, _, damaged = build(model_path, "actor_rollout_ref.actor.clip=aggc")
+    with pytest.raises(ClipStateDamaged) as err:
+        damaged.load_checkpoint(ckpt, del_local_after_load=False)
+    message = str(err.value)
+    for part in (
+        f"the clipper state {state_file} of checkpoint step 1 is damaged and cannot be read",
+        "Resume from an earlier checkpoint step",
+        "actor_rollout_ref.actor.clip_config.resume_mismatch=reset",
+    ):
+        assert part in message, (part, message)
+
+
+def test_resume_refuses_other_clip_settings_and_damaged_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    run_distributed(_resume_checks, 1, model_path, str(tmp_path / "ckpt" / "global_step_1" / "actor"))
