@@ -3,8 +3,9 @@
 The same flow as ``python -m verl.trainer.main_ppo`` with our primary config
 (configs/aggc_ppo_trainer.yaml, which extends verl's ppo_trainer), our plugin loaded in the driver,
 and the clip settings, the model, the data and the reward settings checked before Ray starts any worker
-(:mod:`aggc_rl.preflight`). ``--cfg job`` checks the values too before printing: clip settings and reward
-arguments fail it; model and data problems, which may only mean the files are not made yet, are warnings.
+(:mod:`aggc_rl.preflight`), composed once without importing verl so that a refusal takes seconds.
+``--cfg job`` checks the values too before printing: clip settings and reward arguments fail it; model
+and data problems, which may only mean the files are not made yet, are warnings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aggc_rl.preflight import PreflightError, check_rl, preflight_rl, split_dry_run
-
+from aggc_rl.preflight.compose import compose_plain
 from verl_patches.config_files import CONFIG_DIR
 from verl_patches.config_files import PPO_CONFIG_NAME as CONFIG_NAME
 
@@ -33,6 +34,7 @@ def validate_clip(config: DictConfig) -> None:
 REFUSED = 2
 _CFG_FLAGS = ("--cfg", "-c")
 _FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn")
+_checked = False  # set once __main__ ran the preflight, so run() does not read the data twice
 
 
 def refuse(err: Exception) -> None:
@@ -42,6 +44,8 @@ def refuse(err: Exception) -> None:
 
 def preflight(config: DictConfig) -> None:
     """Model, data and reward settings (:mod:`aggc_rl.preflight`); exits with REFUSED and the problems."""
+    if _checked:
+        return
     try:
         preflight_rl(OmegaConf.to_container(config, resolve=True), os.environ)
     except PreflightError as err:
@@ -67,25 +71,40 @@ def wants_cfg(argv: Sequence[str]) -> bool:
     return any(a in _CFG_FLAGS or a.startswith("--cfg=") for a in argv)
 
 
-def check_values(argv: Sequence[str]) -> None:
-    """What a ``--cfg job`` run checks before Hydra prints: value problems refuse, file problems warn."""
-    from hydra import compose, initialize_config_dir
+def check_before_verl(argv: Sequence[str]) -> None:
+    """Compose without importing verl (~1-2 s) and run every check that needs no worker.
 
+    A real start refuses every problem; a ``--cfg job`` run (which Hydra answers without calling main)
+    refuses bad values and only warns about model and data files, which a dry run may not have made yet.
+    The model/data/reward checks come first: the clip checks import torch (seconds on a busy machine).
+    """
+    global _checked
+    dry_run = wants_cfg(argv)
+    try:
+        plain = compose_plain(CONFIG_DIR, CONFIG_NAME, overrides_of(argv))
+    except Exception:
+        from aggc_rl.clipping import check_clip_overrides
+
+        check_clip_overrides(argv)  # an unknown clip key: say what is allowed, not only "not in struct"
+        raise
+    problems = check_rl(plain, os.environ)
+    if dry_run:
+        problems, files = split_dry_run(problems)
+        for problem in files:
+            print(f"warning: a real start would refuse: {problem}", file=sys.stderr)
+    if problems:
+        refuse(PreflightError(problems))
+
+    from aggc_rl.clipping import check_clip_overrides
     from aggc_rl.clipping.switch import resolve_clip
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(CONFIG_NAME, overrides=overrides_of(argv))
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    check_clip_overrides(argv)
     actor = plain["actor_rollout_ref"]["actor"]
     try:
         resolve_clip(actor.get("clip", "global"), actor.get("clip_config"), actor["optim"]["clip_grad"])
     except (TypeError, ValueError) as err:
         refuse(err)
-    values, files = split_dry_run(check_rl(plain, os.environ))
-    for problem in files:
-        print(f"warning: a real start would refuse: {problem}", file=sys.stderr)
-    if values:
-        refuse(PreflightError(values))
+    _checked = True
 
 
 def run(config: DictConfig) -> None:
@@ -113,11 +132,9 @@ def main(config: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from aggc_rl.clipping import check_clip_overrides
+    check_before_verl(sys.argv[1:])  # before verl is imported (the plugin imports it) and long before Ray
+
     from verl_patches.plugin import load
 
-    check_clip_overrides(sys.argv[1:])
     load()  # loud where verl's plugin loader would swallow an error
-    if wants_cfg(sys.argv[1:]):
-        check_values(sys.argv[1:])  # Hydra prints the config without calling main()
     main()

@@ -109,7 +109,7 @@ def _reward_row_check(data_source_key: str, router: bool):
         data_source = row.get(data_source_key)
         holder = row.get(REWARD_MODEL)
         if holder is None:
-            return f"{REWARD_MODEL} is null (verl reads {REWARD_MODEL}['{GROUND_TRUTH}'] of every row)"
+            return f"{REWARD_MODEL} is null"  # verl reads reward_model["ground_truth"] of every row
         if not isinstance(holder, Mapping):
             return f"{REWARD_MODEL} is a {type(holder).__name__}, not a struct with {GROUND_TRUTH}"
         if GROUND_TRUTH not in holder:

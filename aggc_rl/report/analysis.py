@@ -199,6 +199,12 @@ class RunSummary:
     median_grad_norm: float | None
     validation: dict[str, tuple[StepValue | None, StepValue | None]] = field(default_factory=dict)
     groups: int = 0
+    #: from the log itself (aggc_rl.report.logs.RunLog): steps absent, and steps written twice (last kept)
+    missing_steps: list[int] = field(default_factory=list)
+    duplicate_steps: list[int] = field(default_factory=list)
+    #: logged grad-norm steps, and how many of them were finite
+    grad_norm_steps: int = 0
+    finite_grad_norm_steps: int = 0
 
 
 def summarize(
@@ -225,4 +231,6 @@ def summarize(
             key: (final_value(metrics[key]), best_value(metrics[key])) for key in validation_keys(metrics)
         },
         groups=len(group_names(metrics, GROUP_NORM_PREFIX)),
+        grad_norm_steps=0 if grad_norm is None else len(grad_norm),
+        finite_grad_norm_steps=0 if finite_norm is None else len(finite_norm),
     )

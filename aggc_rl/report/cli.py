@@ -47,6 +47,8 @@ def build_report(config: ReportConfig) -> Report:
     ]
     factor, window = config.spike_factor, config.spike_window
     summaries = [analysis.summarize(run.label, run.metrics, factor, window) for run in runs]
+    for run, summary in zip(runs, summaries, strict=True):
+        summary.missing_steps, summary.duplicate_steps = run.missing_steps, run.duplicate_steps
     config.out.mkdir(parents=True, exist_ok=True)
     out, dpi = config.out, config.dpi
     images = [
@@ -60,7 +62,16 @@ def build_report(config: ReportConfig) -> Report:
     lines = ["# Training stability report", "", "## Runs", ""]
     for run in runs:
         sources = ", ".join(f"`{s}`" for s in run.sources)
-        note = f" ({run.bad_lines} unreadable line(s) skipped)" if run.bad_lines else ""
+        notes = []
+        if run.bad_lines:
+            notes.append(f"{run.bad_lines} unreadable line(s) skipped")
+        if run.missing_steps:
+            notes.append(f"training step(s) missing from the log: {markdown.fmt_steps(run.missing_steps)}")
+        if run.duplicate_steps:
+            notes.append(
+                f"training step(s) written twice, the last record kept: {markdown.fmt_steps(run.duplicate_steps)}"
+            )
+        note = f" ({'; '.join(notes)})" if notes else ""
         lines.append(f"- **{run.label}**: {sources}, {len(run.metrics)} metrics{note}")
     lines += ["", "## Side by side", "", comparison, ""]
     for run, summary in zip(runs, summaries, strict=True):

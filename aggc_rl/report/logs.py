@@ -9,8 +9,15 @@ Validation before training is logged at step 0; the last step's line carries the
 ``tensorboard_log/<project_name>/<experiment_name>``.
 
 A metric is a float :class:`pandas.Series` indexed by step, holding only the steps where it was logged, so
-"not logged" (absent) and "not finite" (NaN) stay distinguishable. When a step is logged twice (a resumed
-run appended to the same file) the later value wins.
+"not logged" (absent) and "not finite" (NaN) stay distinguishable.
+
+A log that survived crashes and resumes can hold a training step twice (a crash forced a resume from an
+earlier checkpoint, and the step was trained again) or miss one (the run was killed after the checkpoint
+was saved but before verl wrote that step's record: it logs after saving). :class:`RunLog` says both:
+``duplicate_steps`` keeps the LAST training record of a step (the one the resumed run continued from), and
+``missing_steps`` lists the training steps absent between the first and the last. A record holding only
+validation metrics (``val-core/``, ``val-aux/``: the validation a resumed run makes before training, at the
+step it resumed from) is merged into its step rather than counted as a second record.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ class RunLog:
     metrics: dict[str, pd.Series]
     sources: list[Path] = field(default_factory=list)
     bad_lines: int = 0
+    #: training steps written more than once (the last record kept), and those absent from the log
+    duplicate_steps: list[int] = field(default_factory=list)
+    missing_steps: list[int] = field(default_factory=list)
 
     def get(self, name: str) -> pd.Series | None:
         """The metric's Series, or None when the run never logged it."""
@@ -92,13 +102,31 @@ def looks_like_verl_jsonl(path: Path) -> bool:
     return True
 
 
-def read_jsonl(path: Path) -> tuple[dict[int, dict[str, float]], int]:
-    """step -> {metric: value} from a file-logger JSONL, and how many lines could not be read.
+VALIDATION_PREFIXES = ("val-core/", "val-aux/")
+
+
+def is_validation_only(values: dict[str, float]) -> bool:
+    return bool(values) and all(name.startswith(VALIDATION_PREFIXES) for name in values)
+
+
+@dataclass
+class JsonlLog:
+    """What one file-logger JSONL holds: step -> metrics, and what was odd about it."""
+
+    by_step: dict[int, dict[str, float]]
+    bad_lines: int = 0
+    duplicate_steps: list[int] = field(default_factory=list)
+
+
+def read_jsonl_log(path: Path) -> JsonlLog:
+    """Every record of a file-logger JSONL; a training step written twice keeps its last record.
 
     A torn last line (a run killed mid-write) or any other unreadable line is skipped with a warning on
     stderr rather than failing the whole report.
     """
     by_step: dict[int, dict[str, float]] = {}
+    trained: set[int] = set()
+    duplicates: set[int] = set()
     bad = 0
     with path.open("rb") as handle:
         for line_no, line in enumerate(handle, start=1):
@@ -113,12 +141,36 @@ def read_jsonl(path: Path) -> tuple[dict[int, dict[str, float]], int]:
                 bad += 1
                 print(f"warning: {path}:{line_no}: skipped unreadable line ({err})", file=sys.stderr)
                 continue
-            values = by_step.setdefault(step, {})
+            values = {}
             for name, raw in record["data"].items():
                 value = _as_float(raw)
                 if value is not None:
                     values[name] = value
-    return by_step, bad
+            if is_validation_only(values):
+                by_step.setdefault(step, {}).update(values)
+                continue
+            if step in trained:  # trained again after a resume: this record replaces the earlier one
+                duplicates.add(step)
+                kept = {k: v for k, v in by_step[step].items() if k.startswith(VALIDATION_PREFIXES)}
+                by_step[step] = kept
+            trained.add(step)
+            by_step.setdefault(step, {}).update(values)
+    return JsonlLog(by_step, bad, sorted(duplicates))
+
+
+def read_jsonl(path: Path) -> tuple[dict[int, dict[str, float]], int]:
+    """step -> {metric: value} from a file-logger JSONL, and how many lines could not be read."""
+    log = read_jsonl_log(path)
+    return log.by_step, log.bad_lines
+
+
+def missing_training_steps(by_step: dict[int, dict[str, float]]) -> list[int]:
+    """Training steps absent between the first and the last training record (validation-only ones aside)."""
+    trained = sorted(step for step, values in by_step.items() if values and not is_validation_only(values))
+    if not trained:
+        return []
+    present = set(trained)
+    return [step for step in range(trained[0], trained[-1] + 1) if step not in present]
 
 
 def read_events(path: Path) -> dict[int, dict[str, float]]:
@@ -199,11 +251,29 @@ def load_run(path: str | Path, label: str) -> RunLog:
     for event_file in events:
         _merge(by_step, read_events(event_file).items())
     bad = 0
+    duplicates: list[int] = []
     for log in jsonl:
-        from_jsonl, bad = read_jsonl(log)
-        _merge(by_step, from_jsonl.items())
+        read = read_jsonl_log(log)
+        bad, duplicates = read.bad_lines, read.duplicate_steps
+        _merge(by_step, read.by_step.items())
+    missing = missing_training_steps(by_step)
+    for step in missing:
+        print(f"warning: {path}: training step {step} is missing from the log", file=sys.stderr)
+    for step in duplicates:
+        print(
+            f"warning: {path}: training step {step} was written twice; the last record is kept",
+            file=sys.stderr,
+        )
     metrics = _to_series(by_step)
     if not metrics:
         listed = ", ".join(str(p) for p in [*jsonl, *events])
         raise RunLogError(f"the log of {path} holds no metrics ({listed})")
-    return RunLog(label=label, path=path, metrics=metrics, sources=[*jsonl, *events], bad_lines=bad)
+    return RunLog(
+        label=label,
+        path=path,
+        metrics=metrics,
+        sources=[*jsonl, *events],
+        bad_lines=bad,
+        duplicate_steps=duplicates,
+        missing_steps=missing,
+    )

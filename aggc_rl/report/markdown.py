@@ -49,6 +49,8 @@ def run_table(summary: RunSummary, factor: float = SPIKE_FACTOR, window: int = S
     """The per-run table: steps, reward checkpoints, spikes, skipped steps, validation."""
     span = "" if summary.first_step is None else f" (steps {summary.first_step}..{summary.last_step})"
     rows: list[list[str]] = [["steps logged", f"{summary.steps_logged}{span}"]]
+    rows.append(["training steps missing from the log", fmt_steps(summary.missing_steps)])
+    rows.append(["training steps written twice (last record kept)", fmt_steps(summary.duplicate_steps)])
     rows.append(["reward metric", summary.reward_key or NOT_LOGGED])
     for fraction in FRACTIONS:
         rows.append([f"reward at {fraction:.0%} of training", fmt_at(summary.reward_at.get(fraction))])
@@ -56,8 +58,16 @@ def run_table(summary: RunSummary, factor: float = SPIKE_FACTOR, window: int = S
         rows.append(
             [f"grad-norm spikes (> {factor:g}x median of previous {window})", fmt_steps(summary.spikes)]
         )
-        rows.append(["max pre-clip grad norm", fmt_at(summary.max_grad_norm)])
-        rows.append(["median pre-clip grad norm", fmt(summary.median_grad_norm)])
+        if summary.finite_grad_norm_steps == 0:
+            rows.append(
+                [
+                    "max pre-clip grad norm",
+                    f"no finite values ({summary.grad_norm_steps} logged steps all NaN/inf)",
+                ]
+            )
+        else:
+            rows.append(["max pre-clip grad norm", fmt_at(summary.max_grad_norm)])
+            rows.append(["median pre-clip grad norm", fmt(summary.median_grad_norm)])
     else:
         rows.append(["grad-norm spikes", "n/a (actor/grad_norm not logged)"])
     rows.append(["skipped steps (non-finite gradient)", fmt_steps(summary.skipped)])
@@ -73,10 +83,18 @@ def run_table(summary: RunSummary, factor: float = SPIKE_FACTOR, window: int = S
     return table(["quantity", "value"], rows)
 
 
+def _max_norm(s: RunSummary) -> str:
+    if not s.grad_norm_logged:
+        return NOT_LOGGED
+    if s.max_grad_norm is None:
+        return "no finite values"
+    return fmt(s.max_grad_norm.value)
+
+
 def comparison_table(summaries: Sequence[RunSummary]) -> str:
     """One row per run, the headline numbers side by side."""
     header = ["run", "last step", "spikes", "skipped", "max grad norm"]
-    header += [f"reward {f:.0%}" for f in FRACTIONS] + ["final val", "best val"]
+    header += [f"reward {f:.0%}" for f in FRACTIONS] + ["final val", "best val", "steps missing / twice"]
     rows = []
     for s in summaries:
         several = len(s.validation) > 1
@@ -96,10 +114,11 @@ def comparison_table(summaries: Sequence[RunSummary]) -> str:
                 "n/a" if s.last_step is None else str(s.last_step),
                 str(len(s.spikes)) if s.grad_norm_logged else NOT_LOGGED,
                 str(len(s.skipped)),
-                fmt(s.max_grad_norm.value) if s.max_grad_norm else NOT_LOGGED,
+                _max_norm(s),
                 *reward,
                 val(0),
                 val(1),
+                f"{len(s.missing_steps)} / {len(s.duplicate_steps)}",
             ]
         )
     return table(header, rows)
@@ -113,6 +132,10 @@ def definitions(factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> str
         "every spiking step counts.",
         "- **skipped**: `actor/clip/skipped` == 1 or a non-finite `actor/grad_norm` "
         "(the update was not applied).",
+        "- **missing / written twice**: training steps absent between the first and last record of the "
+        "log (e.g. a run killed after saving a checkpoint but before logging that step), and steps whose "
+        "training record appears more than once (a resume from an earlier checkpoint); the last record "
+        "is the one used.",
         "- **reward at x%**: `critic/score/mean` (else `critic/rewards/mean`) at the first logged step "
         ">= x times the last step.",
         "- **validation**: verl's `val-core/<data_source>/acc/mean@N` (`reward` when no `acc` is "

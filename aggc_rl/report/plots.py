@@ -77,6 +77,28 @@ def not_logged(ax: Axes, title: str, keys: Sequence[str]) -> None:
     ax.set_yticks([])
 
 
+def no_finite_values(ax: Axes, title: str, lines: Sequence[str]) -> None:
+    """Mark a panel whose metric was logged but never held a finite value (a diverged run)."""
+    ax.set_title(title)
+    ax.text(
+        0.5,
+        0.5,
+        "no finite values\n" + "\n".join(lines),
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="0.3",
+        fontsize=10,
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _positive_finite(series: pd.Series) -> np.ndarray:
+    values = series.to_numpy(dtype=float)
+    return values[np.isfinite(values) & (values > 0)]
+
+
 def _missing_note(ax: Axes, missing: Sequence[str]) -> None:
     if missing:
         ax.text(
@@ -180,6 +202,20 @@ def draw_grad_norm(
     if not present:
         not_logged(ax, title, [key])
         return
+    drawable = [(i, run) for i, run in present if _positive_finite(run.metrics[key]).size]
+    blank = [run for _, run in present if not _positive_finite(run.metrics[key]).size]
+    if not drawable:  # every logged norm is NaN/inf (or 0): nothing can sit on a log axis
+        no_finite_values(
+            ax,
+            f"{title} ({key})",
+            [
+                f"{run.label}: {plural(len(run.metrics[key]), 'step')} logged, "
+                f"{len(analysis.skipped_steps(run.metrics))} skipped"
+                for run in blank
+            ],
+        )
+        return
+    present = drawable
     for i, run in present:
         series = run.metrics[key]
         spikes = analysis.find_spikes(series, factor, window)
@@ -214,7 +250,11 @@ def draw_grad_norm(
     ax.set_ylabel("L2 norm (log scale)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper right")
-    _missing_note(ax, [run.label for run in runs if key not in run.metrics])
+    _missing_note(
+        ax,
+        [run.label for run in runs if key not in run.metrics]
+        + [f"{run.label} (no finite values)" for run in blank],
+    )
 
 
 def _group_ticks(ax: Axes, groups: Sequence[str]) -> None:

@@ -104,7 +104,7 @@ def ground_truth_problem(data_source: Any, ground_truth: Any) -> str | None:
     """Why this row cannot be scored (unknown data_source, missing or unreadable ground truth), or None."""
     check = GROUND_TRUTH_CHECKS.get(data_source) if isinstance(data_source, str) else None
     if check is None:
-        return f"unknown data_source {data_source!r} (known to the reward router: {', '.join(sorted(SCORERS))})"
+        return f"unknown data_source {data_source!r} (the reward router knows {', '.join(sorted(SCORERS))})"
     return check(ground_truth)
 
 

@@ -199,3 +199,35 @@ def test_real_gold_solutions_under_math_verify(gsm8k_test_rows: list[dict]) -> N
         truth = row["answer"].rsplit("####", 1)[1].strip().replace(",", "")
         correct += score(row["answer"], truth, method="math_verify", timeout_s=5.0)["score"] == 1.0
     assert correct / len(gsm8k_test_rows) >= 0.99
+
+
+# -- Unicode decimal digits (issue 16) ------------------------------------------------------------------------
+UNICODE_18 = {
+    "full-width": "\uff11\uff18",
+    "Arabic-Indic": "\u0661\u0668",
+    "extended Arabic-Indic": "\u06f1\u06f8",
+    "Devanagari": "\u0967\u096e",
+    "Bengali": "\u09e7\u09ee",
+}
+
+
+@pytest.mark.parametrize("script", sorted(UNICODE_18))
+@pytest.mark.parametrize("method", ["strict", "flexible"])
+def test_unicode_decimal_digits_are_read_as_the_digits_they_are(script, method):
+    digits = UNICODE_18[script]
+    result = compute_score("openai/gsm8k", f"so the total is #### {digits}", "18", method=method)
+    assert result["score"] == 1.0 and result["pred"] == "18", (script, method, result)
+    assert compute_score("openai/gsm8k", f"#### {digits}", "180", method=method)["score"] == 0.0
+
+
+def test_unicode_separators_signs_and_ground_truths():
+    assert compute_score("gsm8k", "#### \uff11\uff0c\uff12\uff13\uff14", "1234")["score"] == 1.0  # 1,234
+    assert compute_score("gsm8k", "#### \u0663\u066b\u0665", "3.5")["score"] == 1.0  # Arabic decimal sep
+    assert compute_score("gsm8k", "\uff03\uff03\uff03\uff03 \uff0d\uff15", "-5")["score"] == 1.0  # full-width
+    assert compute_score("gsm8k", "#### 18", "\u0967\u096e")["score"] == 1.0  # a Devanagari ground truth
+
+
+def test_superscripts_and_fractions_do_not_become_numbers():
+    # NFKC would turn "m²" into "m2" and make 2 the last number; only decimal digits are rewritten.
+    assert compute_score("gsm8k", "the area is 25 m\u00b2", "25", method="flexible")["score"] == 1.0
+    assert compute_score("gsm8k", "half: \u00bd", "2", method="flexible")["pred"] is None

@@ -49,12 +49,47 @@ def test_nothing_extracted_scores_zero() -> None:
     assert score("I do not know.", "18") == {"score": 0.0, "acc": 0.0, "pred": None}
 
 
-def test_a_runaway_input_is_cut_off_and_the_worker_recovers() -> None:
+def test_a_runaway_input_is_retried_once_then_a_counted_timeout_and_the_worker_recovers() -> None:
+    from aggc_rl.rewards import compute_score as router
+
     started = time.perf_counter()
     result = score("\\boxed{9^{9^{9^{9}}}}", "18", timeout_s=0.3)
-    assert time.perf_counter() - started < 1.0
-    assert result == {"score": 0.0, "acc": 0.0, "pred": None}
+    # two deadlines and one warm restart in between (the restart is not part of either deadline)
+    assert time.perf_counter() - started < 30.0
+    assert result["score"] == 0.0 and result["pred"] is None and result["timeouts"] == 1.0
+    routed = router("openai/gsm8k", "\\boxed{9^{9^{9^{9}}}}", "18", method="math_verify", timeout_s=0.3)
+    assert routed["timeouts"] == 1.0 and routed["unscored"] == 1.0
     assert score("\\boxed{18}", "18", timeout_s=30.0)["score"] == 1.0  # a fresh child took over
+
+
+def test_a_timeout_is_retried_on_a_warm_worker_before_it_counts() -> None:
+    calls = []
+
+    class Flaky(MathVerifySandbox):
+        def _check_once(self, gold, response, timeout_s):
+            calls.append(timeout_s)
+            if len(calls) == 1:
+                return math_verify_sandbox.Verdict(pred=None, correct=False, timed_out=True)
+            return super()._check_once(gold, response, timeout_s)
+
+    sandbox = Flaky()
+    try:
+        verdict = sandbox.check("18", "\\boxed{18}", 30.0)
+    finally:
+        sandbox.close()
+    assert len(calls) == 2 and verdict.correct and not verdict.timed_out
+
+
+def test_the_first_call_on_a_fresh_worker_is_fast_because_it_was_warmed_up() -> None:
+    sandbox = MathVerifySandbox()
+    try:
+        sandbox._ensure_started()  # start-up and warm-up: outside any deadline
+        started = time.perf_counter()
+        verdict = sandbox._check_once("0.5", "so \\boxed{\\frac{1}{2}}", 30.0)
+        first = time.perf_counter() - started
+    finally:
+        sandbox.close()
+    assert verdict.correct and first < 0.4, f"first call on a warm worker took {first:.3f}s"
 
 
 def test_works_from_worker_threads() -> None:

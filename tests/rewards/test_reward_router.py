@@ -25,16 +25,55 @@ def test_gsm8k_sources_route_to_the_gsm8k_scorer(data_source: str) -> None:
 
 def test_knights_knaves_routes_to_its_scorer() -> None:
     routed = compute_score("knights_knaves", KK_RIGHT, KK_TRUTH)
-    assert routed == knights_knaves.compute_score("knights_knaves", KK_RIGHT, KK_TRUTH)
+    direct = knights_knaves.compute_score("knights_knaves", KK_RIGHT, KK_TRUTH)
+    assert {k: routed[k] for k in direct} == direct and routed["unscored"] == 0.0
     assert routed["score"] == 3.0
 
 
 @pytest.mark.parametrize("data_source", ["openai/gsm8k_v2", "GSM8K", "", None, 7, "lighteval/MATH"])
-def test_unknown_data_source_is_a_value_error_listing_the_known_ones(data_source: object) -> None:
-    with pytest.raises(ValueError, match="unknown data_source") as err:
-        compute_score(data_source, "#### 18", "18")
-    assert repr(data_source) in str(err.value)
-    assert all(name in str(err.value) for name in SCORERS)
+def test_unknown_data_source_is_a_counted_logged_unscored_sample(data_source: object, caplog) -> None:
+    # Raising would make verl drop the whole prompt group with a traceback (response/aborted_ratio 0).
+    before = sum(rewards.EVENTS.unscored.values())
+    with caplog.at_level("WARNING", logger="aggc_rl.rewards"):
+        result = compute_score(data_source, "#### 18", "18")
+    assert (
+        result["unscored"] == 1.0 and result["timeouts"] == 0.0 and result["score"] == rewards.UNSCORED_SCORE
+    )
+    assert tuple(result) == RESULT_KEYS
+    assert sum(rewards.EVENTS.unscored.values()) == before + 1
+    assert f"unknown data_source {data_source!r}" in caplog.text
+    assert all(name in caplog.text for name in SCORERS) and "reward/unscored" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("data_source", "truth"),
+    [("openai/gsm8k", None), ("openai/gsm8k", "eighteen"), ("knights_knaves", None), ("knights_knaves", "x")],
+)
+def test_a_missing_or_unreadable_ground_truth_is_unscored_not_format_only(data_source, truth, caplog) -> None:
+    with caplog.at_level("WARNING", logger="aggc_rl.rewards"):
+        result = compute_score(data_source, KK_RIGHT + " #### 18", truth)
+    assert result["unscored"] == 1.0 and result["score"] == rewards.UNSCORED_SCORE
+    assert "bad ground truth" in caplog.text
+
+
+def test_a_scorer_that_raises_is_an_unscored_sample(monkeypatch, caplog) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("the math-verify worker did not start")
+
+    monkeypatch.setitem(rewards.SCORERS, "gsm8k", broken)
+    monkeypatch.setitem(rewards._DECLARED, broken, frozenset())
+    with caplog.at_level("WARNING", logger="aggc_rl.rewards"):
+        result = compute_score("gsm8k", "#### 18", "18")
+    assert result["unscored"] == 1.0
+    assert "scorer error" in caplog.text and "did not start" in caplog.text
+
+
+def test_a_scored_sample_carries_zero_flags_and_event_metrics_sum_a_batch() -> None:
+    good = compute_score("openai/gsm8k", "#### 18", "18")
+    assert good["unscored"] == 0.0 and good["timeouts"] == 0.0
+    bad = compute_score("nope", "#### 18", "18")
+    timed = dict(bad, timeouts=1.0)
+    assert rewards.event_metrics([good, bad, timed, {}]) == {"reward/unscored": 2.0, "reward/timeouts": 1.0}
 
 
 def test_every_result_has_the_same_keys_in_a_mixed_batch() -> None:
