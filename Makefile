@@ -83,7 +83,8 @@ test-vllm: $(VLLM_STAMP)
 	AGGC_REQUIRE_VLLM_CPU=1 $(VLLM_PY) -m pytest --timeout 1500 tests/verl_patches/cpu/test_vllm.py tests/e2e/test_vllm_trainer.py
 
 # `make demo ROLLOUT=vllm`: the demo's arms with verl's vLLM rollout, run from the vLLM venv.
+# "private": the .venv prerequisite must still be built with .venv's own python.
 ifeq ($(ROLLOUT),vllm)
-demo: PY := $(VLLM_PY)
+demo: private PY := $(VLLM_PY)
 demo: $(VLLM_STAMP)
 endif
