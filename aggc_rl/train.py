@@ -71,22 +71,35 @@ def wants_cfg(argv: Sequence[str]) -> bool:
     return any(a in _CFG_FLAGS or a.startswith("--cfg=") for a in argv)
 
 
+def _touches_clip(argv: Sequence[str]) -> bool:
+    return any(".clip" in arg.split("=", 1)[0] for arg in argv if "=" in arg)
+
+
 def check_before_verl(argv: Sequence[str]) -> None:
     """Compose without importing verl (~1-2 s) and run every check that needs no worker.
 
     A real start refuses every problem; a ``--cfg job`` run (which Hydra answers without calling main)
     refuses bad values and only warns about model and data files, which a dry run may not have made yet.
-    The model/data/reward checks come first: the clip checks import torch (seconds on a busy machine).
+    Bad clip values of a real start are left to :func:`validate_clip` in :func:`run` (verl's own config
+    classes, still before Ray), which reports them before any file problem.
     """
     global _checked
     dry_run = wants_cfg(argv)
-    try:
-        plain = compose_plain(CONFIG_DIR, CONFIG_NAME, overrides_of(argv))
-    except Exception:
+    if _touches_clip(argv):  # clipping imports torch: only when there is something to check
         from aggc_rl.clipping import check_clip_overrides
 
-        check_clip_overrides(argv)  # an unknown clip key: say what is allowed, not only "not in struct"
-        raise
+        check_clip_overrides(argv)  # unknown clip keys and methods, with what is allowed
+    plain = compose_plain(CONFIG_DIR, CONFIG_NAME, overrides_of(argv))
+    if _touches_clip(argv):
+        from aggc_rl.clipping.switch import resolve_clip
+
+        actor = plain["actor_rollout_ref"]["actor"]
+        try:
+            resolve_clip(actor.get("clip", "global"), actor.get("clip_config"), actor["optim"]["clip_grad"])
+        except (TypeError, ValueError) as err:
+            if dry_run:
+                refuse(err)
+            return  # run() -> validate_clip refuses it, then runs the preflight
     problems = check_rl(plain, os.environ)
     if dry_run:
         problems, files = split_dry_run(problems)
@@ -94,16 +107,6 @@ def check_before_verl(argv: Sequence[str]) -> None:
             print(f"warning: a real start would refuse: {problem}", file=sys.stderr)
     if problems:
         refuse(PreflightError(problems))
-
-    from aggc_rl.clipping import check_clip_overrides
-    from aggc_rl.clipping.switch import resolve_clip
-
-    check_clip_overrides(argv)
-    actor = plain["actor_rollout_ref"]["actor"]
-    try:
-        resolve_clip(actor.get("clip", "global"), actor.get("clip_config"), actor["optim"]["clip_grad"])
-    except (TypeError, ValueError) as err:
-        refuse(err)
     _checked = True
 
 
