@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--no-train-step", action="store_true")
     ap.add_argument(
-        "--budget-s", type=float, default=450.0, help="skip the parts that would start after this"
+        "--budget-s", type=float, default=360.0, help="skip the parts that would start after this"
     )
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--md", default=None, help="write the markdown tables here")

@@ -148,3 +148,14 @@ def test_cpu_clip_step_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(r["ratio"] > 0 and r["floor_ratio"] > 0 for r in case["methods"].values())
     assert any("only 2 rounds" in w for w in case["warnings"])
     assert "/ torch (median of rounds)" in capsys.readouterr().out
+
+
+def test_profile_clip_tiny_lists_the_operators_of_every_method() -> None:
+    from bench import profile_clip
+
+    result = profile_clip.main(["--tiny", "--calls", "1", "--top", "3", "--device", "cpu"])
+    assert list(result["methods"]) == expected_methods()
+    for rows in result["methods"].values():
+        assert 1 <= len(rows) <= 3
+        assert all(r["op"].startswith("aten::") or r["op"] for r in rows)
+        assert all(r["self_ms_per_step"] >= 0 and r["calls_per_step"] > 0 for r in rows)
