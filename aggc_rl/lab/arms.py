@@ -1,0 +1,142 @@
+"""The lab's arms: a clip method, optionally with the step guard, plus lab-size knob settings.
+
+An arm becomes Hydra overrides of our primary config (``actor_rollout_ref.actor.clip=...``,
+``clip_config.<method>.<knob>=...``, ``clip_config.guard.<knob>=...``), so it is built exactly as a
+training run with those settings would be. Warm-ups measured in steps are shortened to fit a lab run of
+a dozen steps (stated in the report): AdaGC's warm-up (100 steps by default) would otherwise be plain
+global clipping for the whole run, ZClip's (25) would never end, and the guard's window would never fill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aggc_rl.clipping import RULE_NAMES
+from aggc_rl.clipping.switch import ACTOR_PREFIX
+
+if TYPE_CHECKING:
+    from aggc_rl.lab.loop import LabSize
+
+#: The knobs (in steps) that the lab shortens, as a function of the fault step k: warm-ups end at k - 2.
+WARMUP_KNOBS = {"adagc": "warmup", "zclip": "warmup_steps"}
+
+
+def guard_available() -> bool:
+    """The step guard exists in the clipping library."""
+    try:
+        import aggc_rl.clipping.guard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def guard_in_config() -> bool:
+    """The guard has its verl keys (``clip_config.guard.*``); else the lab engine attaches it itself."""
+    from dataclasses import fields
+
+    from aggc_rl.clipping import ClipConfig
+
+    return any(f.name == "guard" for f in fields(ClipConfig))
+
+
+@dataclass(frozen=True)
+class Arm:
+    """``method`` (a rule name) with ``guard`` settings (None: no guard) and extra rule ``knobs``."""
+
+    method: str
+    guard: dict[str, Any] | None = None
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        if not self.guard:
+            return self.method
+        return self.method + "+guard." + ",".join(f"{k}={v}" for k, v in sorted(self.guard.items()))
+
+    def resolved_knobs(self, size: LabSize) -> dict[str, Any]:
+        knobs = dict(self.knobs)
+        if self.method in WARMUP_KNOBS:
+            knobs.setdefault(WARMUP_KNOBS[self.method], max(1, size.fault_step - 2))
+        return knobs
+
+    def resolved_guard(self, size: LabSize) -> dict[str, Any] | None:
+        if not self.guard:
+            return None
+        guard = dict(self.guard)
+        # OLMo-style: the window must hold at least max(2, window // 2) earlier values before it can skip.
+        guard.setdefault("window", max(4, 2 * (size.fault_step - 1)))
+        return guard
+
+    def overrides(self, size: LabSize) -> list[str]:
+        if self.method not in RULE_NAMES:
+            raise ValueError(f"arm {self.name}: clip method {self.method!r} unknown; allowed: {RULE_NAMES}")
+        out = [f"{ACTOR_PREFIX}.clip={self.method}"]
+        out += [
+            f"{ACTOR_PREFIX}.clip_config.{self.method}.{k}={v}" for k, v in self.resolved_knobs(size).items()
+        ]
+        guard = self.resolved_guard(size)
+        if guard:
+            if not guard_available():
+                raise ValueError(f"arm {self.name}: the step guard (aggc_rl.clipping.guard) is not installed")
+            if guard_in_config():
+                out += [f"{ACTOR_PREFIX}.clip_config.guard.{k}={_hydra(v)}" for k, v in guard.items()]
+        return out
+
+    def describe(self, size: LabSize) -> str:
+        parts = [f"clip={self.method}"]
+        parts += [f"{k}={v}" for k, v in self.resolved_knobs(size).items()]
+        guard = self.resolved_guard(size)
+        if guard:
+            parts += [f"guard.{k}={v}" for k, v in guard.items()]
+        return " ".join(parts)
+
+
+def _hydra(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+#: The default set, in report order; arms whose method or guard is not installed are left out.
+DEFAULT_ARMS: tuple[Arm, ...] = (
+    Arm("global"),
+    Arm("aggc"),
+    Arm("aggc_official"),
+    Arm("adagc"),
+    Arm("zclip"),
+    Arm("global", guard={"skip_sigma": 6.0}),
+)
+
+
+def available(arm: Arm) -> bool:
+    return arm.method in RULE_NAMES and (not arm.guard or guard_available())
+
+
+def default_arms() -> list[Arm]:
+    return [a for a in DEFAULT_ARMS if available(a)]
+
+
+def parse_arm(spec: str) -> Arm:
+    """``method`` or ``method+guard.k=v,k=v`` (the arm's own name), e.g. ``global+guard.skip_sigma=6``."""
+    method, _, rest = spec.partition("+")
+    guard: dict[str, Any] = {}
+    if rest:
+        if not rest.startswith("guard."):
+            raise ValueError(f"arm {spec!r}: expected METHOD or METHOD+guard.KNOB=VALUE[,KNOB=VALUE]")
+        for item in rest[len("guard.") :].split(","):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"arm {spec!r}: guard setting {item!r} has no '='")
+            guard[key] = _number(value)
+    arm = Arm(method, guard or None)
+    if method not in RULE_NAMES:
+        raise ValueError(f"arm {spec!r}: clip method {method!r} unknown; allowed: {', '.join(RULE_NAMES)}")
+    return arm
+
+
+def _number(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return None if text in ("null", "None") else text
