@@ -5,16 +5,22 @@ which extends verl's ``sft_trainer_engine``): ``engine.clip=global|aggc|aggc_lor
 ``engine.clip_config.<method>.<knob>`` tunes it, ``model.lora_rank > 0`` trains LoRA adapters (the groups are
 then the adapted projections). The settings are checked before any process group starts. One process by
 default; ``torchrun --nproc_per_node=N -m aggc_rl.sft ...`` for N GPUs (or N gloo ranks on the CPU platform).
+The model path and the messages data are checked first, as for RL (:mod:`aggc_rl.preflight`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Sequence
 
 import hydra
 from omegaconf import DictConfig
 
 from aggc_rl.data.metamath import CHAT_TEMPLATES
+from aggc_rl.preflight import check_sft, split_dry_run
+from aggc_rl.preflight.cli import check_before_start, overrides_of, refuse
+from aggc_rl.preflight.compose import compose_plain
 from verl_patches.config_files import CONFIG_DIR, SFT_CONFIG_NAME
 
 #: Where the switch lives in this config (errors name it).
@@ -34,7 +40,10 @@ def validate(config: DictConfig) -> None:
             f"(set by configs/{SFT_CONFIG_NAME}.yaml), got {type(engine).__name__}"
         )
     engine.clip_spec(max_norm=config.optim.clip_grad)
-    template = config.get("chat_template")
+    check_chat_template(config.get("chat_template"))
+
+
+def check_chat_template(template: str | None) -> None:
     if template is not None and template not in CHAT_TEMPLATES:
         raise ValueError(
             f"chat_template={template!r} is invalid; allowed: null (the tokenizer's own) or one of "
@@ -61,12 +70,31 @@ def main(config: DictConfig) -> None:
     run_sft(config)
 
 
+def check_before_verl(argv: Sequence[str]) -> None:
+    """Compose without verl and refuse bad clip settings, a bad model path or bad data before training.
+
+    A ``--cfg job`` run refuses bad values and only warns about model and data files (:mod:`aggc_rl.preflight`).
+    """
+    from aggc_rl.clipping import check_clip_overrides, resolve_clip
+
+    check_clip_overrides(argv, prefix=CLIP_PREFIX)  # unknown clip keys and methods, with what is allowed
+    plain = compose_plain(CONFIG_DIR, SFT_CONFIG_NAME, overrides_of(argv))
+    engine = plain["engine"]
+    try:
+        resolve_clip(engine["clip"], engine["clip_config"], plain["optim"]["clip_grad"], prefix=CLIP_PREFIX)
+        check_chat_template(plain.get("chat_template"))
+    except (TypeError, ValueError) as err:
+        refuse(err)
+    check_before_start(plain, argv, lambda config: check_sft(config, os.environ), split_dry_run)
+
+
 if __name__ == "__main__":
-    from aggc_rl.clipping import check_clip_overrides
     from verl_patches.plugin import load
     from verl_patches.sft import single_process_env
 
-    check_clip_overrides(sys.argv[1:], prefix=CLIP_PREFIX)
+    check_before_verl(
+        sys.argv[1:]
+    )  # before verl is imported (the plugin imports it) and before any rank trains
     load()  # loud where verl's plugin loader would swallow an error
     single_process_env()
     main()

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aggc_rl.preflight import PreflightError, check_rl, preflight_rl, split_dry_run
+from aggc_rl.preflight.cli import check_before_start, overrides_of, refuse, wants_cfg
 from aggc_rl.preflight.compose import compose_plain
 from verl_patches.config_files import CONFIG_DIR
 from verl_patches.config_files import PPO_CONFIG_NAME as CONFIG_NAME
@@ -30,16 +31,7 @@ def validate_clip(config: DictConfig) -> None:
     omega_conf_to_dataclass(config.actor_rollout_ref.actor)
 
 
-#: Exit status of a run refused before Ray started (as the cluster scripts' bad settings).
-REFUSED = 2
-_CFG_FLAGS = ("--cfg", "-c")
-_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn")
 _checked = False  # set once __main__ ran the preflight, so run() does not read the data twice
-
-
-def refuse(err: Exception) -> None:
-    print(f"error: {err}", file=sys.stderr, flush=True)
-    raise SystemExit(REFUSED)
 
 
 def preflight(config: DictConfig) -> None:
@@ -50,25 +42,6 @@ def preflight(config: DictConfig) -> None:
         preflight_rl(OmegaConf.to_container(config, resolve=True), os.environ)
     except PreflightError as err:
         refuse(err)
-
-
-def overrides_of(argv: Sequence[str]) -> list[str]:
-    """The Hydra overrides in ``argv``, without Hydra's flags and the ``hydra.*`` settings."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg.startswith("-"):
-            skip = arg in _FLAGS_WITH_VALUE
-            continue
-        if not arg.lstrip("+~").startswith("hydra"):
-            out.append(arg)
-    return out
-
-
-def wants_cfg(argv: Sequence[str]) -> bool:
-    return any(a in _CFG_FLAGS or a.startswith("--cfg=") for a in argv)
 
 
 def _touches_clip(argv: Sequence[str]) -> bool:
@@ -100,13 +73,7 @@ def check_before_verl(argv: Sequence[str]) -> None:
             if dry_run:
                 refuse(err)
             return  # run() -> validate_clip refuses it, then runs the preflight
-    problems = check_rl(plain, os.environ)
-    if dry_run:
-        problems, files = split_dry_run(problems)
-        for problem in files:
-            print(f"warning: a real start would refuse: {problem}", file=sys.stderr)
-    if problems:
-        refuse(PreflightError(problems))
+    check_before_start(plain, argv, lambda config: check_rl(config, os.environ), split_dry_run)
     _checked = True
 
 

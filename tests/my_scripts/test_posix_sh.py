@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from script_sandbox import INTERPRETERS, RUN_SCRIPTS, SCRIPTS_DIR, Sandbox, make_sandbox, run
 
-ALL_SCRIPTS = (*RUN_SCRIPTS, "compare_stability.sh", "merge_ckpt/merge.sh")
+ALL_SCRIPTS = (
+    *RUN_SCRIPTS,
+    "run_lora_aggc_mistral-7b_metamath.sh",
+    "run_lora_aggc_llama2-7b_metamath.sh",
+    "compare_stability.sh",
+    "merge_ckpt/merge.sh",
+)
 
 
 def test_sh_on_this_machine_is_not_bash():

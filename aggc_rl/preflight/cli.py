@@ -1,0 +1,72 @@
+"""The command-line side of the preflight, shared by every entry point (train, sft).
+
+Hydra answers ``--cfg job`` without calling ``main``, and its own errors name a key but not what is allowed,
+so each entry point looks at ``argv`` itself before Hydra (and verl) run: :func:`check_before_start` composes
+the config without verl, runs the entry point's checks, and exits with :data:`REFUSED` and every problem.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+from aggc_rl.preflight.compose import compose_plain
+from aggc_rl.preflight.problems import PreflightError, Problem
+
+#: Exit status of a run refused before it started (as the cluster scripts' bad settings).
+REFUSED = 2
+_CFG_FLAGS = ("--cfg", "-c")
+_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def refuse(err: Exception) -> NoReturn:
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    raise SystemExit(REFUSED)
+
+
+def overrides_of(argv: Sequence[str]) -> list[str]:
+    """The Hydra overrides in ``argv``, without Hydra's flags and the ``hydra.*`` settings."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("-"):
+            skip = arg in _FLAGS_WITH_VALUE
+            continue
+        if not arg.lstrip("+~").startswith("hydra"):
+            out.append(arg)
+    return out
+
+
+def wants_cfg(argv: Sequence[str]) -> bool:
+    """A ``--cfg job`` (or ``-c``) run: Hydra prints the config and never calls ``main``."""
+    return any(a in _CFG_FLAGS or a.startswith("--cfg=") for a in argv)
+
+
+def compose_or_explain(
+    config_dir: str, config_name: str, argv: Sequence[str], explain: Callable[[Sequence[str]], None]
+) -> dict[str, Any]:
+    """Compose without verl; on failure let ``explain`` raise a clearer error first (unknown clip keys)."""
+    try:
+        return compose_plain(config_dir, config_name, overrides_of(argv))
+    except Exception:
+        explain(argv)  # e.g. an unknown clip key: say what is allowed, not only "not in struct"
+        raise
+
+
+def check_before_start(
+    plain: Mapping[str, Any],
+    argv: Sequence[str],
+    checks: Callable[[Mapping[str, Any]], list[Problem]],
+    split: Callable[[list[Problem]], tuple[list[Problem], list[Problem]]],
+) -> None:
+    """Refuse every problem ``checks`` finds; a ``--cfg job`` run only warns about files not made yet."""
+    problems = checks(plain)
+    if wants_cfg(argv):
+        problems, files = split(problems)
+        for problem in files:
+            print(f"warning: a real start would refuse: {problem}", file=sys.stderr)
+    if problems:
+        refuse(PreflightError(problems))
