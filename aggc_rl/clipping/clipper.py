@@ -209,22 +209,19 @@ class GradClipper:
         state = {k: v.to(device) for k, v in self.state.items()}
         scales, new_state = self.rule.update(norms, state, progress=progress)
         stats = self.rule.stats(new_state, progress=progress)
-        old_stats = self.rule.stats(state, progress=progress)  # reported if the step is skipped
-        # The one host sync of the step: norms, scales and both sets of statistics.
-        host = self._to_host([norms, scales, *stats.values(), *old_stats.values()])
+        host = self._to_host([norms, scales, *stats.values()])  # the one host sync of a taken step
         host_norms, host_scales = host[0], host[1]
-        host_new = dict(zip(stats, host[2 : 2 + len(stats)], strict=True))
-        host_old = dict(zip(old_stats, host[2 + len(stats) :], strict=True))
         finite = bool(torch.isfinite(host_norms).all())
         total = float(torch.linalg.vector_norm(host_norms))
 
         decision, self.guard_state = decide(self.guard, self.guard_state, total, finite)
-        if decision.skip:
+        if decision.skip:  # rare: the statistics of the kept state cost a second transfer
             self.state = state
-            host_stats = host_old
+            old_stats = self.rule.stats(state, progress=progress)
+            host_stats = dict(zip(old_stats, self._to_host(list(old_stats.values())), strict=True))
         else:
             self.state = new_state
-            host_stats = host_new
+            host_stats = dict(zip(stats, host[2:], strict=True))
             self._scale_(local, layout, host_scales.tolist())
         result = ClipResult(
             groups=self.grouping.names,
