@@ -21,7 +21,13 @@ from aggc_rl.tiny import lm_loss, tiny_qwen2
 
 pytestmark = pytest.mark.slow
 
-RULE_KNOBS = {"global": {"max_norm": 0.5}, "aggc": {}, "aggc_official": {}, "adagc": {"warmup": 2}}
+RULE_KNOBS = {
+    "global": {"max_norm": 0.5},
+    "aggc": {},
+    "aggc_official": {},
+    "adagc": {"warmup": 2},
+    "zclip": {"warmup_steps": 2},
+}
 SPIKES = (1.0, 1.0, 6.0, 1.0, 0.2)  # gradient multipliers of successive steps
 
 
