@@ -88,3 +88,11 @@ ifeq ($(ROLLOUT),vllm)
 demo: private PY := $(VLLM_PY)
 demo: $(VLLM_STAMP)
 endif
+
+# --- the stability lab (aggc_rl/lab; docs/lab.md) ------------------------------------------------------------
+# Arms x faults x seeds through the aggc_fsdp2 engine; report in $(OUT)/report (default outputs/lab).
+# A killed `make lab` started again continues from the runs already done. QUICK=1: the --quick comparison.
+.PHONY: lab
+
+lab: $(STAMP)
+	$(PY) -m aggc_rl.lab --out $(or $(OUT),outputs/lab$(if $(QUICK),-quick)) $(if $(QUICK),--quick)

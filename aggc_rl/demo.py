@@ -293,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  clip={arm:<8} {start:+.3f} -> {end:+.3f}  ({'rose' if end > start else 'did NOT rise'} by {end - start:+.3f})"
         )
     print(f"\nreport: {out / 'report' / 'report.md'} (plots: {out / 'report'}/*.png)")
+    if not args.fast:  # then the stability lab's --quick comparison: known faults, what reaches the weights
+        subprocess.run(
+            [sys.executable, "-m", "aggc_rl.lab", "--quick", "--out", str(out / "lab")], check=True
+        )
     print(f"demo wall time: {time.time() - t0:.0f}s")
     if args.fast:
         print("(--fast is a smoke run of the pipeline: a few steps are too few to judge the reward trend)")

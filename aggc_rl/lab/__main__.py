@@ -25,7 +25,7 @@ from aggc_rl.lab.arms import Arm, default_arms, parse_arm
 from aggc_rl.lab.faults import FAULT_KINDS, Fault
 
 DEFAULT_FAULTS = ("loss_spike", "group_spike", "reward_noise")
-QUICK = dict(steps=8, fault_step=3, warm_start_steps=100)
+QUICK = dict(steps=7, fault_step=3, warm_start_steps=100)
 QUICK_ARMS = ("global", "aggc")
 QUICK_FAULTS = ("loss_spike", "group_spike")
 
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    from aggc_rl.lab import loop, report
+    from aggc_rl.lab import loop
     from aggc_rl.lab.policy import build_tiny_policy
 
     out = Path(args.out).resolve()
@@ -124,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lab: tiny policy ({size.warm_start_steps} warm-start steps) in {out / 'model'}", flush=True)
         model = build_tiny_policy(out / "model", size.warm_start_steps, size.people)
     plan = [(seed, arm, f) for seed in range(seeds) for arm in arms for f in faults]
+    if args.shard is None and args.jobs > 1:
+        return _parallel(
+            argv if argv is not None else sys.argv[1:], args.jobs, plan, arms, size, model, out, t0
+        )
+    shard, shards = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
     print(
         f"lab: {len(arms)} arms x {len(faults)} faults x {seeds} seeds = {len(plan)} runs of {size.steps} steps "
         f"(fault at step {size.fault_step + 1}); arms: {', '.join(a.name for a in arms)}",
@@ -132,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     size_dict = dataclasses.asdict(size)
     records, done_now, run_times = [], 0, []
     for i, (seed, arm, kind) in enumerate(plan, 1):
+        if i % shards != shard:
+            continue
         path = run_path(out, arm, kind, seed)
         fault = Fault(kind, size.fault_step, scale=args.scale, group=args.group)
         if path.exists():
@@ -157,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records.append(rec)
         done_now += 1
         run_times.append(rec["wall_s"])
-        eta = (len(plan) - i) * sum(run_times) / len(run_times)
+        eta = (len(plan) - i) / shards * sum(run_times) / len(run_times)
         k = size.fault_step
         print(
             f"[{i}/{len(plan)}] {arm.name} {kind} seed {seed}: {rec['wall_s']:.0f}s  reward "
@@ -166,12 +173,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(eta {eta / 60:.1f} min)",
             flush=True,
         )
+    if args.shard is not None:
+        return 0
+    return _report(argv, records, arms, size, model, out, t0, args.model, done_now)
+
+
+def _parallel(argv, jobs, plan, arms, size, model, out, t0) -> int:
+    """Run the plan in ``jobs`` worker processes (each its own process group), then write the report."""
+    import subprocess
+
+    base = [sys.executable, "-m", "aggc_rl.lab", *argv]  # the tiny policy is built already: workers reuse it
+    procs = [subprocess.Popen([*base, "--shard", f"{i}/{jobs}"]) for i in range(jobs)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"a lab worker failed (exit codes {codes}); run the same command again to continue")
+    records = []
+    for seed, arm, kind in plan:
+        records.append(json.loads(run_path(out, arm, kind, seed).read_text()))
+    user_model = next((a for a in argv if a == "--model" or a.startswith("--model=")), None)
+    return _report(argv, records, arms, size, model, out, t0, user_model, len(plan))
+
+
+def _report(argv, records, arms, size, model, out, t0, model_arg, done_now) -> int:
+    from aggc_rl.lab import report
+
     wall = time.time() - t0
     meta = {
         "command": "python -m aggc_rl.lab "
         + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "wall": f"{wall / 60:.1f} min ({done_now} runs this time)",
-        "model": "tiny Qwen2 (aggc_rl.tiny), warm-started here" if not args.model else str(model),
+        "model": "tiny Qwen2 (aggc_rl.tiny), warm-started here" if not model_arg else str(model),
         "arm_desc": {a.name: a.describe(size) for a in arms},
     }
     path = report.write(records, out / "report", meta)

@@ -78,6 +78,7 @@ class LabClipEngine(ClipFSDPEngine):
         return f is not None and f.kind == kind and f.step == self.steps_done
 
     def train_batch(self, data, loss_function):
+        self.fault_fired = False  # per step: did the fault hit this one
         if self._armed("loss_spike"):
             scale = self.fault.scale
 

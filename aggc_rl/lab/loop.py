@@ -31,8 +31,8 @@ from aggc_rl.lab.policy import REWARD_RANGE, Sampler, probe_kl, puzzles_for, sco
 class LabSize:
     """Sizes of one lab run (``--quick`` and the CI test shrink these)."""
 
-    steps: int = 10  # optimizer steps per run
-    fault_step: int = 4  # 0-based step the fault hits (steps before it are identical in every fault)
+    steps: int = 8  # optimizer steps per run
+    fault_step: int = 3  # 0-based step the fault hits (steps before it are identical in every fault)
     prompts: int = 4  # puzzles per step
     samples: int = 4  # responses per puzzle (the GRPO group)
     response_length: int = 40
