@@ -18,6 +18,9 @@ def load() -> None:
     from verl_patches.file_logger import append_file_logger
 
     append_file_logger()
+    from verl_patches.reward_metrics import install as log_reward_events
+
+    log_reward_events()  # reward/unscored and reward/timeouts in every training step's metrics
     from verl_patches.cpu.platform import cpu_platform_selected, register_cpu_platform
 
     register_cpu_platform()  # inert unless VERL_PLATFORM=cpu: only adds the never-auto-detected class

@@ -176,4 +176,20 @@ PORTING_CHECKLIST: tuple[Internal, ...] = (
         "opens the JSONL with mode 'wb' (erases a resumed run's log); replaced by an append-mode __init__",
         "file_logger.py",
     ),
+    Internal(
+        "verl.trainer.ppo.v1.trainer_base",
+        "PPOTrainer._compute_metrics",
+        "called by fit once per training step (self, batch: KVBatchMeta, metrics, timing_raw, global_steps, "
+        "epoch), before tq.kv_clear of the batch and before logger.log(metrics); no subclass overrides it. "
+        "We wrap it (after trainer_base's first import) to add reward/unscored and reward/timeouts, fetching "
+        "each sample's extra_fields['reward_extra_info'] with the module's tq.kv_batch_get",
+        "reward_metrics.py",
+    ),
+    Internal(
+        "verl.trainer.ppo.v1.agent_loop_tq",
+        "AgentLoopWorkerTQ._agent_loop_postprocess",
+        "puts each sample in TransferQueue with field extra_fields, a dict holding the reward loop's per-sample "
+        "result as reward_extra_info (our router's unscored/timeouts flags); padding rows are tagged is_padding",
+        "reward_metrics.py",
+    ),
 )
