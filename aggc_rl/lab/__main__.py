@@ -69,6 +69,8 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core machine)"
     )
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each (default 2)")
+    ap.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/N": one worker of --jobs N
     args = ap.parse_args(argv)
     base = dict(QUICK) if args.quick else {"warm_start_steps": d.warm_start_steps}
     if args.steps is not None:
