@@ -42,7 +42,7 @@ demo: $(STAMP)
 
 # CPU: per-round ratios to torch's clip_grad_norm_ with their spread (robust to a shared machine).
 bench: $(STAMP)
-	$(PY) -m bench.clip_step --runs 15 --out bench/results/clip_step_cpu.json
+	$(PY) -m bench.clip_step --runs 15 --dtypes float32,bfloat16 --out bench/results/clip_step_cpu.json
 	$(PY) -m bench.engine_step --out bench/results/engine_step_cpu.json
 
 # One GPU, < 8 min: clip step 0.5B-7B bf16/fp32 vs torch and the bandwidth floor, a 1.5B train step, host

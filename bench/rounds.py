@@ -189,11 +189,14 @@ def _row_warning(name: str, row: Mapping[str, Any], baseline: str, spread_limit:
     if row["runs"] < MIN_ROUNDS:
         return f"{name}: only {row['runs']} rounds, the ratio to {baseline} cannot be trusted"
     if row["ratio_iqr"] > spread_limit:
-        return (
+        text = (
             f"{name}: the ratio to {baseline} ({row['ratio']:.3f}) cannot be trusted: its spread over rounds "
             f"(IQR {row['ratio_q1']:.3f}-{row['ratio_q3']:.3f}, min {row['ratio_min']:.3f}, max "
             f"{row['ratio_max']:.3f}) is wider than {spread_limit}; re-run on a quieter machine or with more rounds"
         )
+        if row["ratio_q1"] > 1 + spread_limit:
+            text += f" (all of the IQR is above {1 + spread_limit:.2f}: slower than that in most rounds, whatever the load)"
+        return text
     return None
 
 

@@ -60,6 +60,11 @@ def test_a_wide_spread_is_flagged_in_plain_words() -> None:
     warning = out["methods"]["m"]["warning"]
     assert warning is not None and "cannot be trusted" in warning and "IQR" in warning
     assert warning in out["warnings"]
+    assert "whatever the load" not in warning  # the IQR straddles 1.05
+    slow = rd.summarize(
+        {"torch": torch_t, "m": [1.5 * t + 0.2 * (i % 3) for i, t in enumerate(method)]}, "torch"
+    )
+    assert "all of the IQR is above 1.05" in slow["methods"]["m"]["warning"]
 
 
 def test_too_few_rounds_and_the_floor() -> None:
