@@ -5,7 +5,7 @@
 # settings that differ, and calls `grpo_main "$@"`. All the logic lives here, once.
 #
 # Environment a user may set (anything else: pass Hydra overrides as arguments, they come last and win):
-#   CLIP        global | aggc | aggc_official | adagc | zclip                (default: aggc)
+#   CLIP        global | aggc | aggc_official | aggc_lora | adagc | zclip    (default: aggc)
 #   MODEL       HF hub id or local directory                            (default: the script's model)
 #   N_GPUS      GPUs per node (trainer.n_gpus_per_node)                 (default: the script's)
 #   NNODES      nodes in the Ray cluster (trainer.nnodes)               (default: 1)
@@ -51,7 +51,7 @@ KK_TEST=500
 KK_DATA_SEED=0
 
 # Must match aggc_rl.clipping.RULE_NAMES (a test checks it); checked here so a typo fails in a second.
-CLIP_METHODS="global aggc aggc_official adagc zclip"
+CLIP_METHODS="global aggc aggc_official aggc_lora adagc zclip"
 
 REPO_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 SCRIPT_NAME=$(basename -- "$0")

@@ -27,7 +27,7 @@ set -eu
 NAME=compare_stability.sh
 HERE=$(cd -- "$(dirname -- "$0")" && pwd)
 REPO_DIR=$(cd -- "$HERE/.." && pwd)
-ALLOWED_ARMS="global aggc aggc_official adagc zclip" # as CLIP_METHODS in common.sh
+ALLOWED_ARMS="global aggc aggc_official aggc_lora adagc zclip" # as CLIP_METHODS in common.sh
 say() { printf '[%s] %s\n' "$NAME" "$*"; }
 die_usage() {
 	printf '[%s] error: %s\n' "$NAME" "$*" >&2

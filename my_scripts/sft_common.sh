@@ -40,7 +40,7 @@ CHAT_TEMPLATE=alpaca       # base models have none; the MetaMath instruction for
 
 resolve_sft_settings() {
 	CLIP=${CLIP:-aggc_lora}
-	sft_methods="$CLIP_METHODS aggc_lora"
+	sft_methods=$CLIP_METHODS
 	case " $sft_methods " in
 	*" $CLIP "*) ;;
 	*) die_usage "CLIP='$CLIP' is invalid; allowed: ${sft_methods// /, }" ;;

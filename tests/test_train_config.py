@@ -39,11 +39,12 @@ def run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProces
 
 
 def test_yaml_lists_every_knob_with_its_default():
-    with open(f"{CONFIG_DIR}/{CONFIG_NAME}.yaml") as f:
-        blocks = yaml.safe_load(f)["actor_rollout_ref"]["actor"]["clip_config"]
+    # One block for every primary config (RL and SFT): configs/clip_config/default.yaml.
+    with open(f"{CONFIG_DIR}/clip_config/default.yaml") as f:
+        blocks = yaml.safe_load(f)
     for method in BLOCK_METHODS:
         assert blocks[method] == rule_knobs(method), method
-    assert "zclip" in BLOCK_METHODS
+    assert {"zclip", "aggc_lora"} <= set(BLOCK_METHODS)
     assert blocks["guard"] == GuardConfig.knobs()
     assert blocks["resume_mismatch"] == "refuse"
 
@@ -71,6 +72,7 @@ def test_guard_and_resume_policy_reach_the_engine_config():
 
 @pytest.mark.parametrize("method", RULE_NAMES)
 def test_each_preset_resolves_to_the_clip_engine(method):
+    """Both primary configs take their clip block from the same group file, so SFT sees the same knobs."""
     actor = build_actor(f"actor_rollout_ref.actor.clip={method}")
     assert isinstance(actor, ClipActorConfig)
     assert actor.engine.strategy == CLIP_BACKEND and actor.strategy == "fsdp2"
@@ -110,7 +112,7 @@ def test_reference_model_stays_on_the_stock_engine():
     [
         (
             ["actor_rollout_ref.actor.clip=aggcc"],
-            r"actor.clip='aggcc' is invalid; allowed: global, aggc, aggc_official, adagc, zclip",
+            r"actor.clip='aggcc' is invalid; allowed: global, aggc, aggc_official, aggc_lora, adagc, zclip",
         ),
         (
             ["actor_rollout_ref.actor.clip=aggc", "actor_rollout_ref.actor.clip_config.aggc.beta=1.5"],
@@ -229,7 +231,10 @@ def test_bad_values_are_refused_with_the_key_and_what_is_allowed(overrides, mess
             "actor_rollout_ref.actor.clip_config.resume_mismatch=ignore",
             r"resume_mismatch='ignore' is invalid; allowed: refuse, reset",
         ),
-        ("actor_rollout_ref.actor.clip=agc", r"allowed: global, aggc, aggc_official, adagc, zclip"),
+        (
+            "actor_rollout_ref.actor.clip=agc",
+            r"allowed: global, aggc, aggc_official, aggc_lora, adagc, zclip",
+        ),
     ],
 )
 def test_unknown_override_keys_are_refused_before_hydra(arg, message):
@@ -279,3 +284,12 @@ def test_zero_clip_grad_under_global_is_refused_before_ray_starts():
     assert "validate_clip" in out.stderr  # raised by the driver's check, in aggc_rl.train.run ...
     assert "run_ppo" not in out.stderr  # ... before verl's run_ppo, which starts Ray
     assert "Started a local Ray instance" not in out.stdout + out.stderr
+
+
+def test_sft_config_has_the_same_clip_block():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        rl = compose(CONFIG_NAME, overrides=BASE)
+        sft = compose("aggc_sft_trainer", overrides=["engine.clip_config.zclip.alpha=0.9"])
+    assert sft.engine.clip_config.zclip.alpha == 0.9  # every knob is overridable without "+"
+    sft.engine.clip_config.zclip.alpha = rl.actor_rollout_ref.actor.clip_config.zclip.alpha
+    assert sft.engine.clip_config == rl.actor_rollout_ref.actor.clip_config

@@ -152,6 +152,7 @@ class AGGCRule:
         ema = state["ema"]
         return {
             "ema": ema,
-            "band_low": torch.tensor(low, dtype=ema.dtype, device=ema.device),
-            "band_high": torch.tensor(high, dtype=ema.dtype, device=ema.device),
+            # new_full fills on the device: no host-to-device copy in the step.
+            "band_low": ema.new_full((), low),
+            "band_high": ema.new_full((), high),
         }

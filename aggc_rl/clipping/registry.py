@@ -16,6 +16,21 @@ PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
     "aggc": (AGGCRule, {}),
     # What the official GRPO run did in practice: its schedule never ran.
     "aggc_official": (AGGCRule, {"schedule": "none"}),
+    # The official LoRA scripts' knobs (AGGC's SFT recipe); unlike its GRPO run, the schedule runs.
+    "aggc_lora": (
+        AGGCRule,
+        {
+            "beta": 0.95,
+            "low": 0.95,
+            "low_late": 0.98,
+            "high": 0.6,
+            "high_late": 0.7,
+            "switch": 0.4,
+            "transition": 0.3,
+            "min_norm": 0.01,
+            "raise_small": False,
+        },
+    ),
     "adagc": (AdaGCRule, {}),
     "zclip": (ZClipRule, {}),
 }

@@ -44,6 +44,7 @@ class ClipConfig:
     log_per_group: bool = True  # per-group norm/scale/EMA metrics (off for huge per-tensor runs)
     aggc: dict[str, Any] = field(default_factory=lambda: rule_knobs("aggc"))
     aggc_official: dict[str, Any] = field(default_factory=lambda: rule_knobs("aggc_official"))
+    aggc_lora: dict[str, Any] = field(default_factory=lambda: rule_knobs("aggc_lora"))
     adagc: dict[str, Any] = field(default_factory=lambda: rule_knobs("adagc"))
     zclip: dict[str, Any] = field(default_factory=lambda: rule_knobs("zclip"))
     guard: dict[str, Any] = field(default_factory=GuardConfig.knobs)

@@ -378,7 +378,9 @@ def test_wrong_number_of_norms_is_refused():
 
 
 def test_unknown_rule_name_lists_allowed():
-    with pytest.raises(ValueError, match=r"unknown clip rule 'agc'.*global, aggc, aggc_official, adagc"):
+    with pytest.raises(
+        ValueError, match=r"unknown clip rule 'agc'.*global, aggc, aggc_official, aggc_lora, adagc, zclip"
+    ):
         make_rule("agc")
 
 

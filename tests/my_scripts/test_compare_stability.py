@@ -79,7 +79,10 @@ def test_default_arms_are_global_then_aggc(sandbox):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"ARMS": "global zclip"}, "ARMS contains 'zclip'; allowed: global, aggc, aggc_official, adagc"),
+        (
+            {"ARMS": "global zclipp"},
+            "ARMS contains 'zclipp'; allowed: global, aggc, aggc_official, aggc_lora, adagc, zclip",
+        ),
         ({"ARMS": "aggc aggc"}, "ARMS lists 'aggc' twice"),
         ({"ARMS": " "}, "ARMS is empty"),
         ({"SCRIPT": "run_nope.sh"}, "SCRIPT='run_nope.sh' not found; allowed: one of run_"),

@@ -329,7 +329,10 @@ def test_defaults_name_the_run_by_task_model_clip_and_seed(sandbox):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"CLIP": "foo"}, "CLIP='foo' is invalid; allowed: global, aggc, aggc_official, adagc"),
+        (
+            {"CLIP": "foo"},
+            "CLIP='foo' is invalid; allowed: global, aggc, aggc_official, aggc_lora, adagc, zclip",
+        ),
         ({"N_GPUS": "0"}, "N_GPUS='0' is invalid; allowed: a whole number >= 1"),
         ({"N_GPUS": "four"}, "N_GPUS='four' is invalid"),
         ({"NNODES": "-1"}, "NNODES='-1' is invalid; allowed: a whole number >= 1"),
