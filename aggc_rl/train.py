@@ -77,6 +77,19 @@ def check_before_verl(argv: Sequence[str]) -> None:
     _checked = True
 
 
+def check_cpu_vllm(config: DictConfig) -> None:
+    """On the CPU platform, verl's vLLM rollout needs settings of its own: refuse others before Ray starts."""
+    from verl_patches.cpu.platform import cpu_platform_selected
+
+    if cpu_platform_selected() and config.actor_rollout_ref.rollout.name == "vllm":
+        from verl_patches.cpu.vllm import check_rollout_config
+
+        try:
+            check_rollout_config(config.actor_rollout_ref.rollout)
+        except ValueError as err:
+            refuse(err)
+
+
 def run(config: DictConfig) -> None:
     from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
@@ -86,6 +99,7 @@ def run(config: DictConfig) -> None:
     auto_set_device(config)
     validate_clip(config)
     preflight(config)
+    check_cpu_vllm(config)
     validate_config(
         config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
     )

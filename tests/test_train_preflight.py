@@ -139,3 +139,15 @@ def test_cfg_job_prints_and_warns_about_files_not_made_yet(setup):
     assert (
         "warning: a real start would refuse: data.train_files=" in out.stderr and "no such file" in out.stderr
     )
+
+
+def test_cpu_vllm_settings_the_cpu_build_cannot_run_are_refused_before_ray(setup):
+    """rollout.name=vllm on the CPU platform: tensor parallelism (and sleep mode, cache freeing) is refused early."""
+    out, _ = start(
+        setup,
+        "actor_rollout_ref.rollout.name=vllm",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
+    )
+    assert out.returncode == 2, (out.stdout + out.stderr)[-3000:]
+    assert RAY_STARTING not in out.stdout + out.stderr, "Ray was started"
+    assert "actor_rollout_ref.rollout.tensor_model_parallel_size=2" in out.stderr, out.stderr[-2000:]
