@@ -164,6 +164,9 @@ def plots(
                     ys.append(s[key][0])
                     es.append(s[key][1] if math.isfinite(s[key][1]) else 0.0)
             ax.bar(xs, ys, width, yerr=es, capsize=2, label=key)
+            for x, y in zip(xs, ys, strict=True):
+                if y <= 0:  # nothing applied (a skipped step): invisible on a log axis, so say it
+                    ax.annotate("0", (x, 1.0), ha="center", va="bottom", fontsize=6, color="C3")
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize=7)
         ax.set_yscale("log")
