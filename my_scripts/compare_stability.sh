@@ -14,14 +14,9 @@
 # DATA_DIR unset means each script's default, the same directory for every arm. Extra arguments go to
 # every arm. An arm that fails after it started does not stop the others (a diverging baseline is a result);
 # one that fails before starting (bad setting, no GPU/vLLM/data) stops the comparison. Exit 1 if any failed.
-# `sh SCRIPT` runs dash on Debian and Ubuntu, which ignores the #! line: re-run under bash, same arguments.
-if [ -z "${BASH_VERSION:-}" ]; then
-	if ! command -v bash >/dev/null 2>&1; then
-		printf '[%s] error: this script needs bash, which is not on PATH; install bash (apt-get install bash)\n' "${0##*/}" >&2
-		exit 1
-	fi
-	exec bash "$0" "$@"
-fi
+# `sh SCRIPT` (dash) ignores the #! line: as_bash.sh re-runs this script under bash, same arguments.
+# shellcheck source-path=SCRIPTDIR source=as_bash.sh
+. "$(dirname -- "$0")/as_bash.sh"
 set -eu
 
 NAME=compare_stability.sh

@@ -3,14 +3,9 @@
 # trainer (sft_common.sh holds its settings), then merge and GSM8K evaluation. Usage: README.md, "Supervised
 # fine-tuning". CLIP=global gives the LoRA baseline.
 #   CLIP=global sh my_scripts/run_lora_aggc_mistral-7b_metamath.sh [hydra overrides...]   (or bash, or ./)
-# `sh SCRIPT` runs dash on Debian and Ubuntu, which ignores the #! line: re-run under bash, same arguments.
-if [ -z "${BASH_VERSION:-}" ]; then
-	if ! command -v bash >/dev/null 2>&1; then
-		printf '[%s] error: this script needs bash, which is not on PATH; install bash (apt-get install bash)\n' "${0##*/}" >&2
-		exit 1
-	fi
-	exec bash "$0" "$@"
-fi
+# `sh SCRIPT` (dash) ignores the #! line: as_bash.sh re-runs this script under bash, same arguments.
+# shellcheck source-path=SCRIPTDIR source=as_bash.sh
+. "$(dirname -- "$0")/as_bash.sh"
 set -eu
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=sft_common.sh

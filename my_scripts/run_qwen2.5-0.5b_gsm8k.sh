@@ -2,14 +2,9 @@
 # One-GPU smoke run: GRPO on GSM8K with Qwen2.5-0.5B-Instruct, tiny batches, 10 steps, a checkpoint at
 # step 5 and 10, validation on 64 test questions. Checks a cluster set-up end to end in minutes, with the
 # same code path as the full runs (clip engine, vLLM rollout, reward, checkpoint, merge).
-# `sh SCRIPT` runs dash on Debian and Ubuntu, which ignores the #! line: re-run under bash, same arguments.
-if [ -z "${BASH_VERSION:-}" ]; then
-	if ! command -v bash >/dev/null 2>&1; then
-		printf '[%s] error: this script needs bash, which is not on PATH; install bash (apt-get install bash)\n' "${0##*/}" >&2
-		exit 1
-	fi
-	exec bash "$0" "$@"
-fi
+# `sh SCRIPT` (dash) ignores the #! line: as_bash.sh re-runs this script under bash, same arguments.
+# shellcheck source-path=SCRIPTDIR source=as_bash.sh
+. "$(dirname -- "$0")/as_bash.sh"
 set -eu
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=common.sh

@@ -6,14 +6,9 @@
 #   lr 4e-7: between its 3e-7 and 1e-6; long reasoning is what the K&K reward trains, so 4096 response tokens;
 #   micro-batch 4/GPU: 4 x 4.6k tokens stays under the official GSM8K run's worst case (32 x 1.5k) per GPU;
 #   5,000 train / 500 test puzzles (1,000 / 100 per size, the K&K benchmark's counts), 2 epochs = 624 steps.
-# `sh SCRIPT` runs dash on Debian and Ubuntu, which ignores the #! line: re-run under bash, same arguments.
-if [ -z "${BASH_VERSION:-}" ]; then
-	if ! command -v bash >/dev/null 2>&1; then
-		printf '[%s] error: this script needs bash, which is not on PATH; install bash (apt-get install bash)\n' "${0##*/}" >&2
-		exit 1
-	fi
-	exec bash "$0" "$@"
-fi
+# `sh SCRIPT` (dash) ignores the #! line: as_bash.sh re-runs this script under bash, same arguments.
+# shellcheck source-path=SCRIPTDIR source=as_bash.sh
+. "$(dirname -- "$0")/as_bash.sh"
 set -eu
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=common.sh

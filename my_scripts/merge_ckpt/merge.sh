@@ -12,14 +12,9 @@
 # PYTHON     interpreter with verl and transformers (default: python3).
 # Runs on CPU: verl's merger (python -m verl.model_merger merge --backend fsdp), then
 # AutoModelForCausalLM.from_pretrained on the result. Exit status 2: bad arguments; 1: nothing to merge.
-# `sh SCRIPT` runs dash on Debian and Ubuntu, which ignores the #! line: re-run under bash, same arguments.
-if [ -z "${BASH_VERSION:-}" ]; then
-	if ! command -v bash >/dev/null 2>&1; then
-		printf '[%s] error: this script needs bash, which is not on PATH; install bash (apt-get install bash)\n' "${0##*/}" >&2
-		exit 1
-	fi
-	exec bash "$0" "$@"
-fi
+# `sh SCRIPT` (dash) ignores the #! line: as_bash.sh re-runs this script under bash, same arguments.
+# shellcheck source-path=SCRIPTDIR source=../as_bash.sh
+. "$(dirname -- "$0")/../as_bash.sh"
 set -eu
 
 NAME=merge.sh

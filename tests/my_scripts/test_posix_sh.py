@@ -95,7 +95,9 @@ def test_without_bash_sh_says_so_and_exits_1(tmp_path, script):
     """On a machine without bash, ``sh SCRIPT`` stops at once with a message, not a dash syntax error."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    # A machine with a POSIX shell and coreutils, but no bash.
     (bin_dir / "sh").symlink_to(os.path.realpath(shutil.which("sh") or "/bin/sh"))
+    (bin_dir / "dirname").symlink_to(shutil.which("dirname"))
     out = subprocess.run(
         [str(bin_dir / "sh"), str(SCRIPTS_DIR / script)],
         env={"PATH": str(bin_dir), "HOME": str(tmp_path)},

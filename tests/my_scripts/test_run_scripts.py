@@ -43,7 +43,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Disabled critic as algorithm.adv
 
 REWARD_LOOKUP = "-c import aggc_rl.rewards as r; print(r.__file__)"
 
-# The official AGGC GRPO run (shared/docs/algorithms.md), as composed values.
+# The official AGGC GRPO run (docs/algorithms.md), as composed values.
 OFFICIAL = {
     "algorithm.adv_estimator": "grpo",
     "algorithm.use_kl_in_reward": False,
