@@ -209,8 +209,10 @@ class GradClipper:
         state = {k: v.to(device) for k, v in self.state.items()}
         scales, new_state = self.rule.update(norms, state, progress=progress)
         stats = self.rule.stats(new_state, progress=progress)
-        host = self._to_host([norms, scales, *stats.values()])  # the one host sync of a taken step
+        # The one host sync of a taken step: norms, scales, step counters and the rule's statistics together.
+        host = self._to_host([norms, scales, state["step"], new_state["step"], *stats.values()])
         host_norms, host_scales = host[0], host[1]
+        steps_before, steps_after = int(host[2]), int(host[3])
         finite = bool(torch.isfinite(host_norms).all())
         total = float(torch.linalg.vector_norm(host_norms))
 
@@ -221,7 +223,7 @@ class GradClipper:
             host_stats = dict(zip(old_stats, self._to_host(list(old_stats.values())), strict=True))
         else:
             self.state = new_state
-            host_stats = dict(zip(stats, host[2:], strict=True))
+            host_stats = dict(zip(stats, host[4:], strict=True))
             self._scale_(local, layout, host_scales.tolist())
         result = ClipResult(
             groups=self.grouping.names,
@@ -230,7 +232,7 @@ class GradClipper:
             stats=host_stats,
             total_norm=total,
             skipped=decision.skip,
-            step=int(self.state["step"]),
+            step=steps_before if decision.skip else steps_after,
             skip_reasons=decision.reasons,
             spike_z=decision.z,
             non_finite_total=self.guard_state.non_finite_total,
@@ -285,6 +287,8 @@ class GradClipper:
         parts = []
         for bucket in layout.buckets:
             tensors = [local[pos] for pos in bucket]
+            # bf16/fp16 norms accumulate in fp32 (torch's own clip rounds each norm to bf16). On CUDA the kernel
+            # reads bf16 directly; on the CPU it first copies the gradients to fp32 (why CPU bf16 is ~1.7x torch).
             acc = torch.float32 if tensors[0].dtype in _HALF_TYPES else None
             norms = torch.stack(torch._foreach_norm(tensors, 2, dtype=acc))
             parts.append(norms.to(device=layout.plan.device, dtype=torch.float64))

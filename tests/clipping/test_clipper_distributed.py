@@ -25,6 +25,7 @@ RULE_KNOBS = {
     "global": {"max_norm": 0.5},
     "aggc": {},
     "aggc_official": {},
+    "aggc_lora": {},
     "adagc": {"warmup": 2},
     "zclip": {"warmup_steps": 2},
 }
