@@ -12,13 +12,14 @@ from the runs already done. The report (``OUT/report/report.md`` and PNGs) is re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from aggc_rl.lab.arms import Arm, default_arms, parse_arm
@@ -120,22 +121,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out).resolve()
     t0 = time.time()
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    worker = args.shard is not None
     if args.model:
         model = Path(args.model)
     else:
-        print(f"lab: tiny policy ({size.warm_start_steps} warm-start steps) in {out / 'model'}", flush=True)
+        if not worker:
+            print(
+                f"lab: tiny policy ({size.warm_start_steps} warm-start steps) in {out / 'model'}", flush=True
+            )
         model = build_tiny_policy(out / "model", size.warm_start_steps, size.people)
     plan = [(seed, arm, f) for seed in range(seeds) for arm in arms for f in faults]
-    if args.shard is None and args.jobs > 1:
+    if not worker:
+        print(
+            f"lab: {len(arms)} arms x {len(faults)} faults x {seeds} seeds = {len(plan)} runs of {size.steps} "
+            f"steps (fault at step {size.fault_step + 1}); arms: {', '.join(a.name for a in arms)}; "
+            f"verl's own output goes to {out / 'runs'}/*.log",
+            flush=True,
+        )
+    if not worker and args.jobs > 1:
         return _parallel(
             argv if argv is not None else sys.argv[1:], args.jobs, plan, arms, size, model, out, t0
         )
-    shard, shards = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
-    print(
-        f"lab: {len(arms)} arms x {len(faults)} faults x {seeds} seeds = {len(plan)} runs of {size.steps} steps "
-        f"(fault at step {size.fault_step + 1}); arms: {', '.join(a.name for a in arms)}",
-        flush=True,
-    )
+    shard, shards = (int(x) for x in args.shard.split("/")) if worker else (0, 1)
     size_dict = dataclasses.asdict(size)
     records, done_now, run_times = [], 0, []
     for i, (seed, arm, kind) in enumerate(plan, 1):
@@ -157,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{i}/{len(plan)}] {arm.name} {kind} seed {seed}: done earlier", flush=True)
             continue
         t1 = time.time()
-        rec = loop.run(model, arm, fault, seed, size, device=args.device, log=lambda *_: None)
+        with output_to(path.with_suffix(".log")):  # verl and transformers print a lot per engine
+            rec = loop.run(model, arm, fault, seed, size, device=args.device, log=lambda *_: None)
         rec["model"] = str(model)
         rec["wall_s"] = time.time() - t1
         tmp = path.with_suffix(".partial")
@@ -178,6 +186,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.shard is not None:
         return 0
     return _report(argv, records, arms, size, model, out, t0, args.model, done_now)
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors, so verl's prints too) to ``path`` for a while.
+
+    An exception still reaches the caller, and its traceback is printed after the streams are back.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with path.open("ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def _parallel(argv, jobs, plan, arms, size, model, out, t0) -> int:
