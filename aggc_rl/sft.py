@@ -15,16 +15,17 @@ import sys
 from collections.abc import Sequence
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from aggc_rl.data.metamath import CHAT_TEMPLATES
-from aggc_rl.preflight import check_sft, split_dry_run
-from aggc_rl.preflight.cli import check_before_start, overrides_of, refuse
+from aggc_rl.preflight import PreflightError, check_sft, preflight_sft, split_dry_run
+from aggc_rl.preflight.cli import check_before_start, other_config, overrides_of, refuse
 from aggc_rl.preflight.compose import compose_plain
 from verl_patches.config_files import CONFIG_DIR, SFT_CONFIG_NAME
 
 #: Where the switch lives in this config (errors name it).
 CLIP_PREFIX = "engine"
+_checked = False  # set once __main__ checked the composed config, so main() does not read the data twice
 
 
 def validate(config: DictConfig) -> None:
@@ -66,6 +67,11 @@ def main(config: DictConfig) -> None:
 
     auto_set_device(config)
     validate(config)
+    if not _checked:  # another primary config (-cn/-cp/-cd): check the one Hydra composed
+        try:
+            preflight_sft(OmegaConf.to_container(config, resolve=True), os.environ)
+        except PreflightError as err:
+            refuse(err)
     apply_chat_template_preset(config)
     run_sft(config)
 
@@ -75,9 +81,12 @@ def check_before_verl(argv: Sequence[str]) -> None:
 
     A ``--cfg job`` run refuses bad values and only warns about model and data files (:mod:`aggc_rl.preflight`).
     """
+    global _checked
     from aggc_rl.clipping import check_clip_overrides, resolve_clip
 
     check_clip_overrides(argv, prefix=CLIP_PREFIX)  # unknown clip keys and methods, with what is allowed
+    if other_config(argv):
+        return  # main() checks the config Hydra composes
     plain = compose_plain(CONFIG_DIR, SFT_CONFIG_NAME, overrides_of(argv))
     engine = plain["engine"]
     try:
@@ -86,6 +95,7 @@ def check_before_verl(argv: Sequence[str]) -> None:
     except (TypeError, ValueError) as err:
         refuse(err)
     check_before_start(plain, argv, lambda config: check_sft(config, os.environ), split_dry_run)
+    _checked = True
 
 
 if __name__ == "__main__":

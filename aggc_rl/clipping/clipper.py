@@ -98,8 +98,9 @@ class ClipResult:
 
     @property
     def total_norm_post(self) -> float:
+        """The norm of what the optimizer got: 0 when the step was skipped (gradients zeroed, no update)."""
         if self.skipped:
-            return self.total_norm
+            return 0.0
         return float(torch.linalg.vector_norm(self.norms * self.scales))
 
     def metrics(self, *, per_group: bool = True) -> dict[str, float]:
@@ -113,8 +114,9 @@ class ClipResult:
             names.SKIPS_NON_FINITE_TOTAL.key(): float(self.non_finite_total),
             names.SKIPS_SPIKE_TOTAL.key(): float(self.spike_total),
             names.CONSECUTIVE_SKIPS.key(): float(self.consecutive_skips),
-            names.FRAC_SCALED_DOWN.key(): float((self.scales < 1).sum()) / count,
-            names.FRAC_SCALED_UP.key(): float((self.scales > 1).sum()) / count,
+            # A skipped step scaled nothing, whatever the rule would have done.
+            names.FRAC_SCALED_DOWN.key(): 0.0 if self.skipped else float((self.scales < 1).sum()) / count,
+            names.FRAC_SCALED_UP.key(): 0.0 if self.skipped else float((self.scales > 1).sum()) / count,
         }
         if self.spike_z is not None:
             out[names.SPIKE_Z.key()] = self.spike_z

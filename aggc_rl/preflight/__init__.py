@@ -144,6 +144,7 @@ def messages_requirements(messages_key: str = "messages") -> DataRequirements:
         head_columns=(messages_key,),
         head_check=_prompt_check(messages_key),
         how_to_make=f"SFT data is a parquet with a {messages_key!r} column of chat messages.",
+        suffixes=(".parquet",),  # verl's MultiTurnSFTDataset reads parquet only
     )
 
 

@@ -17,7 +17,21 @@ from aggc_rl.preflight.problems import PreflightError, Problem
 #: Exit status of a run refused before it started (as the cluster scripts' bad settings).
 REFUSED = 2
 _CFG_FLAGS = ("--cfg", "-c")
-_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn")
+_FLAGS_WITH_VALUE = (
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+)
+#: Flags that select another primary config or search path: the preflight's own compose would check the wrong one.
+OTHER_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 
 
 def refuse(err: Exception) -> NoReturn:
@@ -38,6 +52,11 @@ def overrides_of(argv: Sequence[str]) -> list[str]:
         if not arg.lstrip("+~").startswith("hydra"):
             out.append(arg)
     return out
+
+
+def other_config(argv: Sequence[str]) -> bool:
+    """``-cn`` / ``-cp`` / ``-cd`` (or ``--flag=value``): the run composes a config the preflight does not know."""
+    return any(a in OTHER_CONFIG_FLAGS or a.split("=", 1)[0] in OTHER_CONFIG_FLAGS for a in argv)
 
 
 def wants_cfg(argv: Sequence[str]) -> bool:

@@ -40,6 +40,8 @@ class DataRequirements:
     head_check: RowCheck | None = None
     how_to_make: str = ""
     notes: list[str] = field(default_factory=list)
+    #: file types the trainer's dataset reads (verl's RL dataset: parquet and json; its SFT dataset: parquet)
+    suffixes: tuple[str, ...] = SUFFIXES
 
 
 def as_file_list(value: object) -> list[object]:
@@ -78,8 +80,8 @@ def check_data_file(key: str, value: object, requirements: DataRequirements) -> 
         return [Problem(key, value, f"no such file ({path.absolute()})", fix)]
     if path.is_dir():
         return [Problem(key, value, "is a directory; verl needs the data file itself", fix)]
-    if path.suffix not in SUFFIXES:
-        return [Problem(key, value, f"verl reads only {', '.join(SUFFIXES)} files", fix)]
+    if path.suffix not in requirements.suffixes:
+        return [Problem(key, value, f"verl reads only {', '.join(requirements.suffixes)} files here", fix)]
     try:
         size = path.stat().st_size
         if size == 0:

@@ -200,3 +200,19 @@ def test_bad_arguments():
         GradClipper([(n, p.requires_grad_(False)) for n, p in model.named_parameters()], "aggc")
     with pytest.raises(ValueError, match="progress"):
         GradClipper(tiny_qwen2().named_parameters(), "aggc").clip_(progress=2.0)
+
+
+def test_a_skipped_step_reports_what_the_optimizer_got():
+    """Nothing was applied on a skipped step: no post-clip norm, no group scaled, whatever the rule computed."""
+    model = model_with_grads()
+    clipper = GradClipper(model.named_parameters(), "aggc_official")
+    clipper.clip_()  # a normal step gives every group an EMA, so a x100 step is far above its band
+    for p in model.parameters():
+        p.grad.mul_(100.0)
+    model.lm_head.weight.grad[0, 0] = float("nan")
+    result = clipper.clip_()
+    assert result.skipped and (result.scales < 1).sum() >= len(result.groups) - 1  # the rule would have cut
+    metrics = result.metrics()
+    assert metrics["clip/skipped"] == 1.0
+    assert metrics["clip/total_norm_post"] == 0.0
+    assert metrics["clip/frac_scaled_down"] == 0.0 and metrics["clip/frac_scaled_up"] == 0.0

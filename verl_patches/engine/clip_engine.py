@@ -271,7 +271,7 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
             raise ClipStateMismatch(
                 differences,
                 f"the clipper state {path} of checkpoint step {step} was saved for other clip settings "
-                f"than this run's (actor.clip={self.clip_spec.method}):\n{lines}\nResume with the "
+                f"than this run's ({self.clip_spec.prefix}.clip={self.clip_spec.method}):\n{lines}\nResume with the "
                 f"checkpoint's settings, or set {key}=reset to start a fresh clipper state on purpose",
             )
 
