@@ -12,16 +12,15 @@ same rounds (a copy reads and writes its bytes once).
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import torch
 
 from aggc_rl.clipping import RULE_NAMES, GradClipper, make_rule
+from aggc_rl.clipping.guard import GuardConfig
+from bench import rounds as rd
 from bench.host_syncs import count_host_syncs, model_host_syncs
 from bench.shapes import qwen2_shapes
 
@@ -33,29 +32,8 @@ COPY_PROBE = "_copy_probe"
 FLOOR_PASSES = 3
 
 
-def guard_module() -> ModuleType | None:
-    """``aggc_rl.clipping.guard`` if it has landed in this checkout (and GradClipper takes it), else None."""
-    try:
-        module = importlib.import_module("aggc_rl.clipping.guard")
-    except ModuleNotFoundError:
-        return None
-    if "guard" not in inspect.signature(GradClipper.__init__).parameters:
-        return None
-    return module
-
-
-def guard_config(module: ModuleType) -> Any:
-    """A guard that checks every step but never skips on these steady gradients: its cost, not its effect.
-
-    Only the knobs the landed ``GuardConfig`` has are set (absolute limit far above any norm here,
-    a wide sigma band); anything else keeps its default.
-    """
-    cls = module.GuardConfig
-    wanted = {"skip_above": 1e30, "skip_sigma": 1e6, "window": 16}
-    fields = getattr(cls, "__dataclass_fields__", None)
-    if fields is None:
-        return cls()
-    return cls(**{k: v for k, v in wanted.items() if k in fields})
+#: A guard that checks every step but never skips on these steady gradients: its cost, not its effect.
+BENCH_GUARD = GuardConfig(skip_above=1e30, skip_sigma=1e6, window=16)
 
 
 def make_params(
@@ -96,7 +74,6 @@ class ClipBench:
     originals: list[torch.Tensor]
     grad_bytes: int
     elements: int
-    notes: list[str] = field(default_factory=list)
     skipped: dict[str, bool] = field(default_factory=dict)  # method -> some timed call skipped the step
 
     @property
@@ -135,23 +112,14 @@ def build(model: str, dtype: torch.dtype, device: torch.device, *, steady_update
     }
     clippers: dict[str, GradClipper] = {}
     skipped: dict[str, bool] = {}
-    notes: list[str] = []
-    variants: list[tuple[str, str, Any]] = [(rule, rule, None) for rule in RULE_NAMES]
-    guard = guard_module()
-    if guard is None:
-        notes.append(
-            "no step guard in this checkout (aggc_rl.clipping.guard / GradClipper(guard=...)): no guarded variant timed"
-        )
-    else:
-        variants.append((GUARDED, GUARD_RULE, guard_config(guard)))
-    for key, rule, cfg in variants:
-        kwargs = {} if cfg is None else {"guard": cfg}
-        clipper = GradClipper(named, make_rule(rule), **kwargs)
+    variants = [(rule, rule, None) for rule in RULE_NAMES] + [(GUARDED, GUARD_RULE, BENCH_GUARD)]
+    for key, rule, guard in variants:
+        clipper = GradClipper(named, make_rule(rule), guard=guard)
         if rule != "global":
             steady_state(clipper, steady_updates)
         clippers[key] = clipper
         methods[key] = _clip_call(clipper, key, skipped)
-    return ClipBench(named, methods, clippers, originals, elements * dtype.itemsize, elements, notes, skipped)
+    return ClipBench(named, methods, clippers, originals, elements * dtype.itemsize, elements, skipped)
 
 
 def _clip_call(clipper: GradClipper, key: str, skipped: dict[str, bool]) -> Callable[[], object]:
@@ -176,3 +144,40 @@ def copy_probe(device: torch.device, nbytes: int) -> tuple[Callable[[], object],
 def floors_per_round(probe_times: list[float], probe_bytes: int, grad_bytes: int) -> list[float]:
     """Seconds the step must take at each round's measured copy bandwidth."""
     return [FLOOR_PASSES * grad_bytes * t / probe_bytes for t in probe_times]
+
+
+@dataclass
+class ClipMeasurement:
+    """One clip-step case timed in rounds: the summary per method, the copy bandwidth, the host syncs."""
+
+    summary: dict[str, Any]
+    bandwidth_gbps: float
+    syncs: dict[str, dict[str, Any]]
+
+
+def measure(
+    case: ClipBench, device: torch.device, *, runs: int, warmup: int, probe_bytes: int
+) -> ClipMeasurement:
+    """Time ``case``'s methods interleaved with an untimed copy probe (the floor), then count host syncs.
+
+    Shared by ``bench.clip_step`` (CPU) and ``bench.gpu``.
+    """
+    probe_fn, probe_moved = copy_probe(device, probe_bytes)
+    times = rd.run_rounds(
+        case.methods,
+        rounds=runs,
+        warmup=warmup,
+        timer=rd.timer_for(device),
+        reset=case.reset,
+        untimed={COPY_PROBE: probe_fn},
+    )
+    probe_times = times.pop(COPY_PROBE)
+    summary = rd.summarize(
+        times, BASELINE, floor_s=floors_per_round(probe_times, probe_moved, case.grad_bytes)
+    )
+    bandwidth = sorted(probe_moved / t for t in probe_times)
+    syncs = case.host_syncs(device)
+    for key, row in summary["methods"].items():
+        row["host_syncs"] = syncs[key]["measured"]["count"]
+        row["host_syncs_modelled"] = syncs[key]["modelled"]["count"]
+    return ClipMeasurement(summary, bandwidth[len(bandwidth) // 2] / 1e9, syncs)

@@ -25,17 +25,7 @@ import torch
 
 from aggc_rl.clipping import RULE_NAMES, GradClipper, make_rule
 from bench import rounds as rd
-from bench.clip_methods import (
-    BASELINE,
-    COPY_PROBE,
-    GUARD_RULE,
-    GUARDED,
-    build,
-    copy_probe,
-    floors_per_round,
-    guard_config,
-    guard_module,
-)
+from bench.clip_methods import BENCH_GUARD, GUARD_RULE, GUARDED, build, measure
 
 RULES = RULE_NAMES
 #: Bigger than the last-level cache of any CPU this runs on.
@@ -44,24 +34,8 @@ PROBE_BYTES = 256 << 20
 
 def bench_clip(model: str, dtype: torch.dtype, device: torch.device, runs: int, warmup: int = 2) -> dict:
     case = build(model, dtype, device)
-    probe_fn, probe_moved = copy_probe(device, PROBE_BYTES if not model.startswith("tiny") else 8 << 20)
-    times = rd.run_rounds(
-        case.methods,
-        rounds=runs,
-        warmup=warmup,
-        timer=rd.timer_for(device),
-        reset=case.reset,
-        untimed={COPY_PROBE: probe_fn},
-    )
-    probe_times = times.pop(COPY_PROBE)
-    summary = rd.summarize(
-        times, BASELINE, floor_s=floors_per_round(probe_times, probe_moved, case.grad_bytes)
-    )
-    bandwidth = sorted(probe_moved / t for t in probe_times)
-    syncs = case.host_syncs(device)
-    for key, row in summary["methods"].items():
-        row["host_syncs"] = syncs[key]["measured"]["count"]
-        row["host_syncs_modelled"] = syncs[key]["modelled"]["count"]
+    probe = PROBE_BYTES if not model.startswith("tiny") else 8 << 20
+    m = measure(case, device, runs=runs, warmup=warmup, probe_bytes=probe)
     return {
         "model": model,
         "dtype": str(dtype).removeprefix("torch."),
@@ -69,14 +43,13 @@ def bench_clip(model: str, dtype: torch.dtype, device: torch.device, runs: int, 
         "tensors": len(case.named),
         "elements": case.elements,
         "grad_bytes": case.grad_bytes,
-        "copy_bandwidth_gbps": bandwidth[len(bandwidth) // 2] / 1e9,
-        "methods": summary["methods"],
+        "copy_bandwidth_gbps": m.bandwidth_gbps,
+        "methods": m.summary["methods"],
         "host_sync_sites_modelled": {
-            k: v["modelled"]["sites"] for k, v in syncs.items() if v["modelled"]["sites"]
+            k: v["modelled"]["sites"] for k, v in m.syncs.items() if v["modelled"]["sites"]
         },
-        "host_sync_model": next(iter(syncs.values()))["modelled"]["how"],
-        "warnings": summary["warnings"],
-        "notes": case.notes,
+        "host_sync_model": next(iter(m.syncs.values()))["modelled"]["how"],
+        "warnings": m.summary["warnings"],
     }
 
 
@@ -90,10 +63,7 @@ def _collective_worker(rank: int, world: int, init_file: str, out_file: str) -> 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     counts = {}
     mesh = init_device_mesh("cpu", (world,))
-    variants = [(rule, rule, {}) for rule in RULES]
-    guard = guard_module()
-    if guard is not None:
-        variants.append((GUARDED, GUARD_RULE, {"guard": guard_config(guard)}))
+    variants = [(rule, rule, {}) for rule in RULES] + [(GUARDED, GUARD_RULE, {"guard": BENCH_GUARD})]
     for key, rule, kwargs in variants:
         torch.manual_seed(0)
         model = torch.nn.Sequential()
@@ -169,8 +139,6 @@ def print_table(result: dict) -> None:
     print(table(result))
     for w in result["warnings"]:
         print(f"WARNING: {w}")
-    for n in result["notes"]:
-        print(f"note: {n}")
 
 
 def main(argv: list[str] | None = None) -> dict:

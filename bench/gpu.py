@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from bench import rounds as rd
-from bench.clip_methods import BASELINE, COPY_PROBE, build, copy_probe, floors_per_round
+from bench.clip_methods import BASELINE, build, measure
 from bench.shapes import FULL_SIZES, TINY_SIZES
 from bench.train_step import bench_train_step
 
@@ -107,23 +107,9 @@ def clip_case(
     size: str, dtype: torch.dtype, device: torch.device, runs: int, warmup: int, probe: int
 ) -> dict:
     case = build(size, dtype, device)
-    probe_fn, probe_moved = copy_probe(device, probe)
-    times = rd.run_rounds(
-        case.methods,
-        rounds=runs,
-        warmup=warmup,
-        timer=rd.timer_for(device),
-        reset=case.reset,
-        untimed={COPY_PROBE: probe_fn},
-    )
-    probe_times = times.pop(COPY_PROBE)
-    floors = floors_per_round(probe_times, probe_moved, case.grad_bytes)
-    summary = rd.summarize(times, BASELINE, floor_s=floors)
-    bandwidth = [probe_moved / t for t in probe_times]
-    syncs = case.host_syncs(device)
+    m = measure(case, device, runs=runs, warmup=warmup, probe_bytes=probe)
+    summary, syncs = m.summary, m.syncs
     for key, row in summary["methods"].items():
-        row["host_syncs"] = syncs[key]["measured"]["count"]
-        row["host_syncs_modelled"] = syncs[key]["modelled"]["count"]
         row["skipped_a_step"] = case.skipped.get(key, False)
     label = f"{size} {str(dtype).removeprefix('torch.')}"
     warnings = [f"{label}: {w}" for w in summary["warnings"]]
@@ -137,7 +123,7 @@ def clip_case(
         "tensors": len(case.named),
         "elements": case.elements,
         "grad_bytes": case.grad_bytes,
-        "copy_bandwidth_gbps": sorted(bandwidth)[len(bandwidth) // 2] / 1e9,
+        "copy_bandwidth_gbps": m.bandwidth_gbps,
         "methods": summary["methods"],
         "host_sync_sites": {k: v["measured"]["sites"] for k, v in syncs.items() if v["measured"]["sites"]},
         "host_sync_sites_modelled": {
@@ -146,9 +132,8 @@ def clip_case(
         "host_sync_method": next(iter(syncs.values()))["measured"]["how"],
         "host_sync_model": next(iter(syncs.values()))["modelled"]["how"],
         "warnings": warnings,
-        "notes": case.notes,
     }
-    del case, probe_fn
+    del case, m
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -233,9 +218,6 @@ def render(report: dict) -> str:
     warnings += report["skipped_parts"]
     if warnings:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in dict.fromkeys(warnings)]
-    notes = {n for res in report["clip_step"] for n in res["notes"]}
-    if notes:
-        out += ["", *[f"Note: {n}" for n in sorted(notes)]]
     return "\n".join(out) + "\n"
 
 

@@ -16,7 +16,7 @@ import torch
 
 from aggc_rl.clipping import RULE_NAMES, GradClipper, make_rule
 from bench import rounds as rd
-from bench.clip_methods import BASELINE, GUARD_RULE, GUARDED, guard_config, guard_module
+from bench.clip_methods import BASELINE, BENCH_GUARD, GUARD_RULE, GUARDED
 from bench.shapes import qwen2_config_kwargs
 
 
@@ -40,10 +40,8 @@ def _clip_fns(model: torch.nn.Module) -> dict[str, Callable[[], object]]:
     for rule in RULE_NAMES:
         clipper = GradClipper(model.named_parameters(), make_rule(rule))
         fns[rule] = lambda c=clipper: c.clip_(progress=0.0)
-    guard = guard_module()
-    if guard is not None:
-        clipper = GradClipper(model.named_parameters(), make_rule(GUARD_RULE), guard=guard_config(guard))
-        fns[GUARDED] = lambda c=clipper: c.clip_(progress=0.0)
+    clipper = GradClipper(model.named_parameters(), make_rule(GUARD_RULE), guard=BENCH_GUARD)
+    fns[GUARDED] = lambda c=clipper: c.clip_(progress=0.0)
     return fns
 
 
