@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aggc_rl.data.gsm8k import TEMPLATES as GSM8K_TEMPLATES
-from aggc_rl.data.gsm8k import BadRowsError, gold_number
+from aggc_rl.data.gsm8k import BadRowsError, gold_number, read_jsonl
 from aggc_rl.data.parquet_rows import write_rows
 
 HUB_DATASET = "meta-math/MetaMathQA"
@@ -77,23 +77,14 @@ def build_rows(records: Iterable[Any], source: str) -> list[dict[str, Any]]:
 
 
 def read_records(path: Path) -> list[Any]:
-    """A JSON array (MetaMathQA's release file) or JSON lines; BadRowsError naming lines that are not JSON."""
+    """A JSON array (MetaMathQA's release file) or JSON lines (:func:`aggc_rl.data.gsm8k.read_jsonl`)."""
     text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise BadRowsError([f"{path}: not a JSON array ({err.msg} at line {err.lineno})"]) from err
-    records, problems = [], []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                problems.append(f"{path} line {line_no}: not JSON ({err.msg})")
-    if problems:
-        raise BadRowsError(problems)
-    return records
+    if not text.lstrip().startswith("["):
+        return read_jsonl(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BadRowsError([f"{path}: not a JSON array ({err.msg} at line {err.lineno})"]) from err
 
 
 def read_hub(limit: int | None) -> list[Any]:
