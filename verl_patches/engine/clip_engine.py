@@ -22,6 +22,7 @@ import glob
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -231,6 +232,14 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
         """Read, check and return a function that restores the clipper state (None-safe under reset)."""
         reset = self.clip_spec.resume_mismatch == "reset"
         key = f"{self.clip_spec.prefix}.clip_config.resume_mismatch"
+
+        def refuse_unless_reset(message: str, error: Exception) -> Callable[[], None]:
+            """The one policy for a state we cannot use: raise ``error``, or with reset start afresh (logged)."""
+            if not reset:
+                raise error
+            logger.warning("%s; %s=reset: starting a fresh clipper state", message, key)
+            return lambda: None
+
         step = checkpoint_step(local_path)
         world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
         path = clip_state_path(local_path, world, rank)
@@ -244,11 +253,11 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
                     f"no clipper state in {local_path} (expected {os.path.basename(path)}): this checkpoint was not "
                     f"written by the {CLIP_BACKEND} engine, and resuming without it would restart the clip EMA at 0"
                 )
-                if reset:
-                    logger.warning("%s; %s=reset: starting a fresh clipper state", message, key)
-                    return lambda: None
-                raise FileNotFoundError(
-                    f"{message}; set {key}=reset to start a fresh clipper state on purpose"
+                return refuse_unless_reset(
+                    message,
+                    FileNotFoundError(
+                        f"{message}; set {key}=reset to start a fresh clipper state on purpose"
+                    ),
                 )
             path = others[0]
         try:
@@ -258,14 +267,13 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
             message = (
                 f"the clipper state {path} of checkpoint step {step} is damaged and cannot be read ({err})"
             )
-            if reset:
-                logger.warning("%s; %s=reset: starting a fresh clipper state", message, key)
-                return lambda: None
-            raise ClipStateDamaged(
+            damaged = ClipStateDamaged(
                 f"{message}. Resume from an earlier checkpoint step (trainer.resume_mode=resume_path "
                 f"trainer.resume_from_path=<an earlier global_step_N>), or set {key}=reset to start a fresh "
                 "clipper state"
-            ) from err
+            )
+            damaged.__cause__ = err
+            return refuse_unless_reset(message, damaged)
         if differences and not reset:
             lines = "\n".join(f"  - {d}" for d in differences)
             raise ClipStateMismatch(
