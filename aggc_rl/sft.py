@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aggc_rl.data.metamath import CHAT_TEMPLATES
 from aggc_rl.preflight import PreflightError, check_sft, preflight_sft, split_dry_run
-from aggc_rl.preflight.cli import check_before_start, other_config, overrides_of, refuse
+from aggc_rl.preflight.cli import check_before_start, nothing_runs, other_config, overrides_of, refuse
 from aggc_rl.preflight.compose import compose_plain
 from verl_patches.config_files import CONFIG_DIR, SFT_CONFIG_NAME
 
@@ -85,6 +85,8 @@ def check_before_verl(argv: Sequence[str]) -> None:
     from aggc_rl.clipping import check_clip_overrides, resolve_clip
 
     check_clip_overrides(argv, prefix=CLIP_PREFIX)  # unknown clip keys and methods, with what is allowed
+    if nothing_runs(argv):
+        return  # Hydra prints its help and exits
     if other_config(argv):
         return  # main() checks the config Hydra composes
     plain = compose_plain(CONFIG_DIR, SFT_CONFIG_NAME, overrides_of(argv))

@@ -18,7 +18,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aggc_rl.preflight import PreflightError, check_rl, preflight_rl, split_dry_run
-from aggc_rl.preflight.cli import check_before_start, other_config, overrides_of, refuse, wants_cfg
+from aggc_rl.preflight.cli import (
+    check_before_start,
+    nothing_runs,
+    other_config,
+    overrides_of,
+    refuse,
+    wants_cfg,
+)
 from aggc_rl.preflight.compose import compose_plain
 from verl_patches.config_files import CONFIG_DIR
 from verl_patches.config_files import PPO_CONFIG_NAME as CONFIG_NAME
@@ -57,6 +64,8 @@ def check_before_verl(argv: Sequence[str]) -> None:
     classes, still before Ray), which reports them before any file problem.
     """
     global _checked
+    if nothing_runs(argv):
+        return  # Hydra prints its help and exits
     if other_config(argv):
         return  # run() checks the config Hydra composes (preflight)
     dry_run = wants_cfg(argv)

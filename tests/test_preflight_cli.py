@@ -39,3 +39,24 @@ def test_sft_data_must_be_parquet(tmp_path: Path):
     problems = check_sft({"model": {"path": model}, "data": {"train_files": str(data)}}, {})
     assert [p.key for p in problems] == ["data.train_files"]
     assert "verl reads only .parquet files here" in str(problems[0])
+
+
+def test_help_flags_are_not_runs():
+    from aggc_rl.preflight.cli import nothing_runs
+
+    for argv in (["--help"], ["-h"], ["--hydra-help"], ["--info"], ["--info=config"]):
+        assert nothing_runs(argv), argv
+    assert not nothing_runs(["--cfg", "job", "a=1"])
+
+
+@pytest.mark.parametrize("module", ["aggc_rl.train", "aggc_rl.sft"])
+def test_help_prints_and_exits_0(module):
+    """A new user's first command: Hydra's help, not a preflight refusal of the default paths."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Powered by Hydra" in out.stdout and "preflight refused" not in out.stderr

@@ -54,6 +54,15 @@ def overrides_of(argv: Sequence[str]) -> list[str]:
     return out
 
 
+#: Hydra answers these and exits without calling ``main``: nothing runs, so there is nothing to check.
+HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")
+
+
+def nothing_runs(argv: Sequence[str]) -> bool:
+    """``--help``, ``--hydra-help``, ``--info`` ...: Hydra prints and exits; the preflight must not refuse that."""
+    return any(a.split("=", 1)[0] in HELP_FLAGS for a in argv)
+
+
 def other_config(argv: Sequence[str]) -> bool:
     """``-cn`` / ``-cp`` / ``-cd`` (or ``--flag=value``): the run composes a config the preflight does not know."""
     return any(a in OTHER_CONFIG_FLAGS or a.split("=", 1)[0] in OTHER_CONFIG_FLAGS for a in argv)
