@@ -71,7 +71,7 @@ def main(config: DictConfig) -> None:
         try:
             preflight_sft(OmegaConf.to_container(config, resolve=True), os.environ)
         except PreflightError as err:
-            refuse(err)
+            refuse(err, err.exit_code)
     apply_chat_template_preset(config)
     run_sft(config)
 

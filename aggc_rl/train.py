@@ -48,7 +48,7 @@ def preflight(config: DictConfig) -> None:
     try:
         preflight_rl(OmegaConf.to_container(config, resolve=True), os.environ)
     except PreflightError as err:
-        refuse(err)
+        refuse(err, err.exit_code)
 
 
 def _touches_clip(argv: Sequence[str]) -> bool:

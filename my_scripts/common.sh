@@ -10,6 +10,9 @@
 #   N_GPUS      GPUs per node (trainer.n_gpus_per_node)                 (default: the script's)
 #   NNODES      nodes in the Ray cluster (trainer.nnodes)               (default: 1)
 #   SEED        data shuffling, actor mini-batch shuffling, vLLM sampling and FSDP init seeds (default: 42)
+#   ATTN        flash_attention_2 (verl's default; needs the flash-attn package) | sdpa (PyTorch's own)
+#                                                                        (default: flash_attention_2)
+#   KEEP_CKPTS  checkpoints kept in OUT_DIR/checkpoints, oldest deleted first (0: keep all)  (default: 3)
 #   DATA_DIR    train.parquet / test.parquet, made here when missing   (default: <repo>/data/<dataset>)
 #   PROJECT     trainer.project_name                                    (default: aggc_rl_<task>)
 #   EXPERIMENT  trainer.experiment_name              (default: <task>_<model>_<clip>_s<seed>)
@@ -20,7 +23,8 @@
 #   WANDB_API_KEY  when set, wandb joins the console and file loggers
 #   DRY_RUN=1      print the checks and the full command, start nothing, exit 0
 #   PREPARE_ONLY=1 prepare the data (e.g. on a login node with internet) and exit
-# Exit status: 2 for a bad setting, 1 for a missing prerequisite (GPUs, vLLM, data), else the trainer's.
+# Exit status: 2 for a bad setting, 1 for a missing prerequisite (GPUs, vLLM, flash-attn, data), else the
+# trainer's.
 
 # --- the official AGGC GRPO run (Qwen2.5-3B-Instruct on GSM8K, 4 GPUs); scripts override what differs ---
 TASK=gsm8k                 # dataset: gsm8k | knights_knaves
@@ -52,6 +56,9 @@ KK_DATA_SEED=0
 
 # Must match aggc_rl.clipping.RULE_NAMES (a test checks it); checked here so a typo fails in a second.
 CLIP_METHODS="global aggc aggc_official aggc_lora adagc zclip"
+# Attention implementations the scripts offer (transformers' names; verl's default first).
+ATTN_CHOICES="flash_attention_2 sdpa"
+FLASH_ATTN_INSTALL="pip install flash-attn --no-build-isolation (a build matching your torch and CUDA)"
 
 REPO_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 SCRIPT_NAME=$(basename -- "$0")
@@ -98,6 +105,7 @@ resolve_settings() {
 	is_uint "$N_GPUS" && [ "$N_GPUS" -ge 1 ] || die_usage "N_GPUS='$N_GPUS' is invalid; allowed: a whole number >= 1 (GPUs per node)"
 	is_uint "$NNODES" && [ "$NNODES" -ge 1 ] || die_usage "NNODES='$NNODES' is invalid; allowed: a whole number >= 1"
 	is_uint "$SEED" || die_usage "SEED='$SEED' is invalid; allowed: a whole number >= 0"
+	resolve_attn_and_keep
 	case $TASK in
 	gsm8k) default_data=$REPO_DIR/data/gsm8k ;;
 	knights_knaves) default_data=$REPO_DIR/data/knights_knaves_${KK_PEOPLE}_seed$KK_DATA_SEED ;;
@@ -117,6 +125,19 @@ resolve_settings() {
 	hydra_safe EXPERIMENT "$EXPERIMENT"
 	LOGGERS=console,file
 	if [ -n "${WANDB_API_KEY:-}" ]; then LOGGERS=$LOGGERS,wandb; fi
+}
+
+# Shared with the SFT scripts: the attention implementation and the checkpoints kept.
+resolve_attn_and_keep() {
+	ATTN=${ATTN:-flash_attention_2}
+	case " $ATTN_CHOICES " in
+	*" $ATTN "*) ;;
+	*) die_usage "ATTN='$ATTN' is invalid; allowed: ${ATTN_CHOICES// /, }" ;;
+	esac
+	KEEP_CKPTS=${KEEP_CKPTS:-3}
+	is_uint "$KEEP_CKPTS" || die_usage "KEEP_CKPTS='$KEEP_CKPTS' is invalid; allowed: a whole number >= 0 (0: keep every checkpoint)"
+	# verl's own spelling of "keep all" is null.
+	if [ "$KEEP_CKPTS" -eq 0 ]; then KEEP_VALUE=null; else KEEP_VALUE=$KEEP_CKPTS; fi
 }
 
 # verl loads the reward function by file path; ask the interpreter that will run, so it is its aggc_rl.
@@ -142,6 +163,8 @@ build_hydra_args() {
 		"actor_rollout_ref.model.path=$MODEL"
 		actor_rollout_ref.model.use_remove_padding=true
 		actor_rollout_ref.model.enable_gradient_checkpointing=true
+		# verl 0.9.1 builds the actor and the reference with flash_attention_2 unless told otherwise.
+		"+actor_rollout_ref.model.override_config.attn_implementation=$ATTN"
 		"actor_rollout_ref.actor.clip=$CLIP"
 		"actor_rollout_ref.actor.optim.lr=$LR"
 		"actor_rollout_ref.actor.ppo_mini_batch_size=$MINI_BATCH"
@@ -172,6 +195,7 @@ build_hydra_args() {
 		"trainer.n_gpus_per_node=$N_GPUS"
 		"trainer.nnodes=$NNODES"
 		"trainer.save_freq=$SAVE_FREQ"
+		"trainer.max_actor_ckpt_to_keep=$KEEP_VALUE"
 		"trainer.test_freq=$TEST_FREQ"
 		"trainer.total_epochs=$EPOCHS"
 		# verl's file logger runs inside a Ray actor: the path must reach it through the job's runtime env
@@ -230,14 +254,19 @@ visible_gpu_count() {
 	printf '%s\n' "$count"
 }
 
+# NNODES=1: this node trains, so its own GPUs are counted. NNODES>1: the run is launched into a Ray cluster
+# (from any node, a CPU-only head or login node too) and the cluster's GPUs are counted instead.
 check_gpus() {
+	if [ "$NNODES" -gt 1 ]; then
+		check_ray_cluster
+		return 0
+	fi
 	command -v nvidia-smi >/dev/null 2>&1 ||
 		die_missing "nvidia-smi not found on PATH: this run needs N_GPUS=$N_GPUS NVIDIA GPU(s) per node (a GPU node with its driver); DRY_RUN=1 prints the command without GPUs"
 	found=$(visible_gpu_count) || exit 1
 	[ "$found" -ge "$N_GPUS" ] ||
 		die_missing "found $found usable GPU(s) on this node (nvidia-smi, CUDA_VISIBLE_DEVICES='${CUDA_VISIBLE_DEVICES-unset}') but N_GPUS=$N_GPUS; set N_GPUS to at most $found (batch sizes must still divide) or use a bigger node"
 	say "GPUs: $found usable on this node, N_GPUS=$N_GPUS"
-	if [ "$NNODES" -gt 1 ]; then check_ray_cluster; fi
 }
 
 # With NNODES > 1 the run joins the Ray cluster started with `ray start` (README); count its GPUs now.
@@ -269,6 +298,27 @@ check_vllm() {
 	say "vLLM: importable by $PYTHON"
 }
 
+flash_attn_note() {
+	if "$PYTHON" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("flash_attn") is None)' >/dev/null 2>&1; then
+		printf 'importable by %s\n' "$PYTHON"
+	else
+		printf 'NOT importable by %s here: a real start would stop; set ATTN=sdpa or %s\n' "$PYTHON" "$FLASH_ATTN_INSTALL"
+	fi
+}
+
+# verl defaults to flash_attention_2, and verl[vllm] does not install flash-attn: refuse before Ray, not at
+# model build in every worker. (python -m aggc_rl.train's preflight checks the composed config as well.)
+check_attention() {
+	if [ "$ATTN" != flash_attention_2 ]; then
+		say "attention: ATTN=$ATTN (PyTorch's; no extra package)"
+		return 0
+	fi
+	if ! err=$("$PYTHON" -c 'import flash_attn' 2>&1 >/dev/null); then
+		die_missing "ATTN=flash_attention_2 (verl's default) needs the flash-attn package, which PYTHON='$PYTHON' cannot import ($(last_line "$err")); either install it on every node: $FLASH_ATTN_INSTALL, or run with ATTN=sdpa (PyTorch's attention, no extra package)"
+	fi
+	say "attention: ATTN=flash_attention_2 (flash_attn importable by $PYTHON)"
+}
+
 # wandb is not a dependency of verl's GPU extra: a set WANDB_API_KEY must not fail the run at its first log.
 check_wandb() {
 	[ -n "${WANDB_API_KEY:-}" ] || return 0
@@ -281,10 +331,18 @@ check_wandb() {
 # --- main --------------------------------------------------------------------------------------------------
 print_dry_run() {
 	say "DRY_RUN=1: nothing is checked, prepared or started; a real run would:"
-	if command -v nvidia-smi >/dev/null 2>&1; then gpu_note="nvidia-smi is on PATH here"; else gpu_note="nvidia-smi is NOT on PATH here"; fi
-	say "  check GPUs: nvidia-smi lists >= N_GPUS=$N_GPUS usable GPU(s) on this node ($gpu_note)"
-	if [ "$NNODES" -gt 1 ]; then say "  check Ray: the running cluster has >= $((NNODES * N_GPUS)) GPUs (NNODES=$NNODES)"; fi
+	if [ "$NNODES" -gt 1 ]; then
+		say "  check GPUs: the running Ray cluster has >= $((NNODES * N_GPUS)) GPUs (NNODES=$NNODES x N_GPUS=$N_GPUS; this node needs none)"
+	else
+		if command -v nvidia-smi >/dev/null 2>&1; then gpu_note="nvidia-smi is on PATH here"; else gpu_note="nvidia-smi is NOT on PATH here"; fi
+		say "  check GPUs: nvidia-smi lists >= N_GPUS=$N_GPUS usable GPU(s) on this node ($gpu_note)"
+	fi
 	say "  check vLLM: $PYTHON -c 'import vllm' (else: pip install -e '.[gpu]')"
+	if [ "$ATTN" = flash_attention_2 ]; then
+		say "  check attention: ATTN=flash_attention_2 needs flash_attn: $(flash_attn_note)"
+	else
+		say "  check attention: ATTN=$ATTN needs no extra package"
+	fi
 	if [ -n "${WANDB_API_KEY:-}" ]; then say "  check wandb: $PYTHON -c 'import wandb' (WANDB_API_KEY is set)"; fi
 	if data_ready; then
 		say "  data: $DATA_DIR has train.parquet and test.parquet"
@@ -292,7 +350,8 @@ print_dry_run() {
 		say "  data: $DATA_DIR lacks train.parquet/test.parquet; would run: ${DATA_CMD[*]}"
 	fi
 	say "  log to: console, $OUT_DIR/train.log, $OUT_DIR/metrics.jsonl (trainer.logger=[$LOGGERS])"
-	say "  checkpoints: $OUT_DIR/checkpoints/global_step_N (resumes from the latest when re-run)"
+	if [ "$KEEP_CKPTS" -eq 0 ]; then keep_note="every one kept"; else keep_note="the last $KEEP_CKPTS kept"; fi
+	say "  checkpoints: $OUT_DIR/checkpoints/global_step_N every $SAVE_FREQ steps, $keep_note (resumes from the latest when re-run)"
 	echo "command:"
 	printf '%q ' "${CMD[@]}"
 	printf '\n'
@@ -327,6 +386,7 @@ grpo_main() {
 
 	check_gpus
 	check_vllm
+	check_attention
 	check_wandb
 	prepare_data
 	mkdir -p "$OUT_DIR"

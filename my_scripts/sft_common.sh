@@ -11,6 +11,8 @@
 #   MODEL       HF hub id or local directory                               (default: the script's model)
 #   N_GPUS      GPUs on this node (torchrun --nproc_per_node)              (default: 4)
 #   SEED        data shuffling and init seed                               (default: 42)
+#   ATTN        flash_attention_2 (verl's default; needs flash-attn) | sdpa (default: flash_attention_2)
+#   KEEP_CKPTS  checkpoints kept in OUT_DIR/checkpoints (0: keep all)      (default: 3)
 #   DATA_DIR    train.parquet (messages), made here when missing           (default: <repo>/data/metamath_100k)
 #   METAMATH_JSONL    offline MetaMathQA file (fields query, response)     (default: the Hugging Face hub)
 #   GSM8K_TEST_JSONL  offline GSM8K test split for the evaluation          (default: the Hugging Face hub)
@@ -19,7 +21,8 @@
 #   WANDB_API_KEY  when set, wandb joins the console and file loggers
 #   DRY_RUN=1   print the checks and every command, start nothing, exit 0
 #   SKIP_EVAL=1 train only (no merge, no evaluation)
-# Exit status: 2 for a bad setting, 1 for a missing prerequisite (GPUs, data), else the failing step's.
+# Exit status: 2 for a bad setting, 1 for a missing prerequisite (GPUs, flash-attn, data), else the failing
+# step's.
 
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=common.sh
@@ -48,9 +51,11 @@ resolve_sft_settings() {
 	MODEL=${MODEL:-$DEFAULT_MODEL}
 	if [ -d "$MODEL" ]; then MODEL=$(cd -- "$MODEL" && pwd); fi
 	N_GPUS=${N_GPUS:-$DEFAULT_N_GPUS}
+	NNODES=1 # torchrun on this node
 	SEED=${SEED:-42}
 	is_uint "$N_GPUS" && [ "$N_GPUS" -ge 1 ] || die_usage "N_GPUS='$N_GPUS' is invalid; allowed: a whole number >= 1"
 	is_uint "$SEED" || die_usage "SEED='$SEED' is invalid; allowed: a whole number >= 0"
+	resolve_attn_and_keep
 	per_step=$((N_GPUS * MICRO_BATCH))
 	[ $((EFFECTIVE_BATCH % per_step)) -eq 0 ] ||
 		die_usage "N_GPUS=$N_GPUS x micro-batch $MICRO_BATCH = $per_step does not divide the effective batch $EFFECTIVE_BATCH; allowed: N_GPUS in 1, 2, 4, 8"
@@ -73,6 +78,8 @@ build_sft_args() {
 		"model.lora_alpha=$LORA_ALPHA"
 		"model.target_modules=$TARGET_MODULES"
 		model.enable_gradient_checkpointing=true
+		# verl 0.9.1 builds the model with flash_attention_2 unless told otherwise.
+		"+model.override_config.attn_implementation=$ATTN"
 		"chat_template=$CHAT_TEMPLATE"
 		"data.train_files=$DATA_DIR/train.parquet"
 		"data.train_batch_size=$EFFECTIVE_BATCH"
@@ -95,6 +102,7 @@ build_sft_args() {
 		"trainer.experiment_name=$EXPERIMENT"
 		"trainer.default_local_dir=$OUT_DIR/checkpoints"
 		trainer.save_freq=after_each_epoch
+		"trainer.max_ckpt_to_keep=$KEEP_VALUE"
 		"hydra.run.dir=$OUT_DIR/hydra"
 	)
 }
@@ -115,6 +123,11 @@ sft_data_ready() { [ -s "$DATA_DIR/train.parquet" ]; }
 print_sft_dry_run() {
 	say "DRY_RUN=1: nothing is checked, prepared or started; a real run would:"
 	say "  check GPUs: nvidia-smi lists >= N_GPUS=$N_GPUS usable GPU(s)"
+	if [ "$ATTN" = flash_attention_2 ]; then
+		say "  check attention: ATTN=flash_attention_2 needs flash_attn: $(flash_attn_note)"
+	else
+		say "  check attention: ATTN=$ATTN needs no extra package"
+	fi
 	if sft_data_ready; then say "  data: $DATA_DIR/train.parquet present"; else say "  data: would run: ${DATA_CMD[*]}"; fi
 	say "  log to: console, $OUT_DIR/train.log, $OUT_DIR/metrics.jsonl (trainer.logger=[$LOGGERS])"
 	echo "command:"
@@ -146,6 +159,7 @@ sft_main() {
 		return 0
 	fi
 	check_gpus
+	check_attention
 	check_wandb
 	if ! sft_data_ready; then
 		say "data: preparing: ${DATA_CMD[*]}"

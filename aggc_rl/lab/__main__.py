@@ -114,6 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(
+            "error: --device cuda: no CUDA device is visible to this Python (torch.cuda.is_available() is "
+            f"False; torch {torch.__version__}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!r}); "
+            "allowed here: --device cpu",
+            file=sys.stderr,
+        )
+        return 2
     torch.set_num_threads(max(1, args.threads))
     from aggc_rl.lab import loop
     from aggc_rl.lab.policy import build_tiny_policy

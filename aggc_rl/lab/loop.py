@@ -69,12 +69,17 @@ def grpo_advantages(rewards: torch.Tensor, response_mask: torch.Tensor, samples:
 # -- the engine ------------------------------------------------------------------------------------------------
 
 
+#: ``--device`` -> the platform name verl 0.9.1 registers for it (``verl/plugin/platform``: NVIDIA GPUs are
+#: ``nvidia``, not ``cuda``; ``cpu`` is ours, registered by the CPU backend).
+VERL_PLATFORMS = {"cpu": "cpu", "cuda": "nvidia"}
+
+
 def ensure_process_group(device: str) -> None:
     import torch.distributed as dist
 
     if dist.is_initialized():
         return
-    os.environ["VERL_PLATFORM"] = os.environ.get("VERL_PLATFORM", "cpu" if device == "cpu" else "cuda")
+    os.environ["VERL_PLATFORM"] = os.environ.get("VERL_PLATFORM", VERL_PLATFORMS[device])
     if device == "cpu":
         from verl_patches.cpu import harness
 

@@ -17,7 +17,9 @@ What is checked (README, "What is checked before Ray starts"):
   ``data_source`` and a ground truth its task can read (GSM8K: a number; K&K: the solution lines), with the
   first bad row indices and the count; prompts non-empty (first rows);
 * the reward function: the file exists, the name is in it, and with our router, ``reward_kwargs`` names and
-  the GSM8K ``method`` are known (``math_verify`` needs its package).
+  the GSM8K ``method`` are known (``math_verify`` needs its package);
+* the attention implementation: off the CPU platform, verl's default ``flash_attention_2`` needs ``flash_attn``
+  to be importable (:mod:`aggc_rl.preflight.attention`; a ``kind=missing`` problem, exit 1).
 
 ``kind=value`` problems are wrong whatever is on disk; ``kind=files`` ones depend on files that a dry run
 (``--cfg job``) may not have made yet, so :func:`split_dry_run` lets such a run warn about those instead.
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from aggc_rl.preflight.attention import check_attention
 from aggc_rl.preflight.data import (
     MAX_ROWS_CHECKED,
     PROMPT_ROWS_CHECKED,
@@ -36,16 +39,18 @@ from aggc_rl.preflight.data import (
     check_data_files,
 )
 from aggc_rl.preflight.model import check_model_path, is_offline
-from aggc_rl.preflight.problems import FILES, VALUE, PreflightError, Problem, raise_if_any
+from aggc_rl.preflight.problems import FILES, MISSING, VALUE, PreflightError, Problem, raise_if_any
 
 __all__ = [
     "FILES",
     "MAX_ROWS_CHECKED",
+    "MISSING",
     "PROMPT_ROWS_CHECKED",
     "VALUE",
     "DataRequirements",
     "PreflightError",
     "Problem",
+    "check_attention",
     "check_data_files",
     "check_model_path",
     "check_rl",
@@ -232,6 +237,12 @@ def check_rl(config: Mapping[str, Any], env: Mapping[str, str]) -> list[Problem]
     )
     for key in ("data.train_files", "data.val_files"):
         problems += check_data_files(key, get(config, key), requirements)
+    problems += check_attention(
+        model,
+        get(config, model),
+        env,
+        alternative=f"+{model}.override_config.attn_implementation=sdpa (the RL scripts: ATTN=sdpa)",
+    )
     return problems
 
 
@@ -244,6 +255,12 @@ def check_sft(config: Mapping[str, Any], env: Mapping[str, str]) -> list[Problem
     problems += check_data_files("data.train_files", get(config, "data.train_files"), requirements)
     problems += check_data_files(
         "data.val_files", get(config, "data.val_files"), requirements, required=False
+    )
+    problems += check_attention(
+        "model",
+        get(config, "model"),
+        env,
+        alternative="+model.override_config.attn_implementation=sdpa (the SFT scripts: ATTN=sdpa)",
     )
     return problems
 

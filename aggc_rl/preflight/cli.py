@@ -34,9 +34,9 @@ _FLAGS_WITH_VALUE = (
 OTHER_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 
 
-def refuse(err: Exception) -> NoReturn:
+def refuse(err: Exception, code: int = REFUSED) -> NoReturn:
     print(f"error: {err}", file=sys.stderr, flush=True)
-    raise SystemExit(REFUSED)
+    raise SystemExit(code)
 
 
 def overrides_of(argv: Sequence[str]) -> list[str]:
@@ -97,4 +97,5 @@ def check_before_start(
         for problem in files:
             print(f"warning: a real start would refuse: {problem}", file=sys.stderr)
     if problems:
-        refuse(PreflightError(problems))
+        error = PreflightError(problems)
+        refuse(error, error.exit_code)

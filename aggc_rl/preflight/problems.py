@@ -9,6 +9,9 @@ from dataclasses import dataclass
 #: cluster scripts may not have made yet. A value problem is wrong whatever is on disk.
 FILES = "files"
 VALUE = "value"
+#: ``kind`` of a problem that a missing package causes (a prerequisite, not a setting): a dry run warns, a
+#: real start exits 1 when every problem is of this kind (the cluster scripts' "missing prerequisite").
+MISSING = "missing"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class PreflightError(ValueError):
         super().__init__(
             f"preflight refused {what} before starting anything ({len(self.problems)} problem(s)):\n{lines}"
         )
+
+    @property
+    def exit_code(self) -> int:
+        """1 when only prerequisites are missing (install something), else 2 (a bad setting or file)."""
+        return 1 if all(p.kind == MISSING for p in self.problems) else 2
 
 
 def raise_if_any(problems: Sequence[Problem], what: str = "the run") -> None:
