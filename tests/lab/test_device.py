@@ -3,7 +3,6 @@ is said in one line before any work."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from aggc_rl.lab import __main__ as lab_main
