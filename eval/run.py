@@ -24,6 +24,7 @@ from typing import Any
 from aggc_rl.data.gsm8k import TEMPLATES as GSM8K_TEMPLATES
 from aggc_rl.report.labels import parse_labels, safe_name, unique_labels
 from eval.backends import BACKENDS, Backend, BackendUnavailableError, load_backend
+from eval.backends.isolated import ISOLATED_BACKENDS, generate_here, generate_isolated
 from eval.comparison import comparison_table
 from eval.config import DTYPES, BackendOptions, EvalConfig, SamplingConfig
 from eval.dataset import EvalItem, load_items, resolve_data_path
@@ -113,23 +114,27 @@ def evaluate_model(
     task = get_task(config.task)
     sampling = config.sampling
     prompts = render_prompts(tokenizer, items, config.use_chat_template)
-    started = time.perf_counter()
-    log(f"[{label}] loading {model} ({config.backend})")
-    backend = backend_loader(config.backend, model, tokenizer, config.options, sampling.seed)
-    loaded = time.perf_counter()
-    log(
-        f"[{label}] generating {len(prompts)} prompts x {sampling.n} sample(s), "
-        f"max {sampling.max_new_tokens} new tokens"
+    # vLLM runs in a child process per model, so its GPU memory is free before the next model loads.
+    generate = generate_isolated if config.backend in ISOLATED_BACKENDS else generate_here
+    generated = generate(
+        backend_loader,
+        config.backend,
+        model,
+        tokenizer,
+        config.options,
+        sampling.seed,
+        prompts,
+        sampling,
+        label,
     )
-    try:
-        completions = backend.generate(prompts, sampling)
-    finally:
-        backend.close()
-    generated = time.perf_counter()
-    records = score_completions(items, completions, task, config.method)
+    started = time.perf_counter()
+    records = score_completions(items, generated.completions, task, config.method)
     summary = summarize(records, task.vote_key, by_size=task.has_sizes)
-    scored = time.perf_counter()
-    timing = {"load": loaded - started, "generate": generated - loaded, "score": scored - generated}
+    timing = {
+        "load": generated.load_seconds,
+        "generate": generated.generate_seconds,
+        "score": time.perf_counter() - started,
+    }
 
     folder = config.out / safe_name(label)
     folder.mkdir(parents=True, exist_ok=True)
