@@ -47,6 +47,13 @@ bench: $(STAMP)
 
 # One GPU, < 8 min: clip step 0.5B-7B bf16/fp32 vs torch and the bandwidth floor, a 1.5B train step, host
 # syncs. Only torch + transformers (the GPU machine's own Python, no venv). TINY=1: the CPU smoke path.
+# The day a GPU is lent (< 8 min on one H200, only torch + transformers): the clipper on CUDA against the CPU
+# reference (every rule, the guard, fp32/bf16), FSDP2 at world size 1 against the plain model, then bench.gpu.
+# One table, exit 1 on a mismatch. TINY=1: the same checks on the CPU, tiny shapes (make test runs it).
+.PHONY: gpu-check
+gpu-check:
+	$(or $(GPU_PY),$(PYTHON)) -m bench.gpu_check $(if $(TINY),--tiny --out outputs/gpu-check-tiny.md,--out bench/results/gpu_check.md)
+
 .PHONY: bench-gpu
 bench-gpu:
 	$(or $(GPU_PY),$(PYTHON)) -m bench.gpu $(if $(TINY),--tiny --out outputs/bench-gpu-tiny.json --md outputs/bench-gpu-tiny.md,--out bench/results/gpu.json --md bench/results/gpu.md)
