@@ -151,3 +151,21 @@ def test_cpu_vllm_settings_the_cpu_build_cannot_run_are_refused_before_ray(setup
     assert out.returncode == 2, (out.stdout + out.stderr)[-3000:]
     assert RAY_STARTING not in out.stdout + out.stderr, "Ray was started"
     assert "actor_rollout_ref.rollout.tensor_model_parallel_size=2" in out.stderr, out.stderr[-2000:]
+
+
+def test_flash_attention_without_flash_attn_off_the_cpu_platform_exits_1_before_ray(setup):
+    """verl's default attention needs flash_attn: a start on a GPU platform without it stops in seconds."""
+    run = setup["root"] / "run_attn"
+    overrides = trainer_overrides(setup["model"], setup["data"], run, "aggc", SETTINGS)
+    # The demo's settings choose sdpa; go back to verl's default, as a GPU run that sets nothing would.
+    overrides.append("actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2")
+    env = {k: v for k, v in trainer_env(run).items() if k != "VERL_PLATFORM"}
+    cmd = [sys.executable, "-m", "aggc_rl.train", *overrides]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "actor_rollout_ref.model.override_config.attn_implementation='flash_attention_2'" in out.stderr
+    assert (
+        "pip install flash-attn --no-build-isolation" in out.stderr
+        and "attn_implementation=sdpa" in out.stderr
+    )
+    assert RAY_STARTING not in out.stdout + out.stderr and "Traceback" not in out.stderr

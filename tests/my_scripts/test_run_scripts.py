@@ -42,6 +42,8 @@ from verl_patches.cpu import harness as verl_cpu
 pytestmark = pytest.mark.filterwarnings("ignore:Disabled critic as algorithm.adv_estimator:UserWarning")
 
 REWARD_LOOKUP = "-c import aggc_rl.rewards as r; print(r.__file__)"
+#: The dry run's look for flash_attn: it finds the package without importing it (nothing starts).
+FLASH_ATTN_PROBE = '-c import importlib.util as u, sys; sys.exit(u.find_spec("flash_attn") is None)'
 
 # The official AGGC GRPO run (docs/algorithms.md), as composed values.
 OFFICIAL = {
@@ -166,12 +168,14 @@ def test_dry_run_prints_the_full_command_and_starts_nothing(sandbox, script):
     lines = out.stdout.splitlines()
     command = shlex.split(lines[lines.index("command:") + 1])
     assert command == [str(sandbox.python), "-m", "aggc_rl.train", *args]
-    # What a real run would check is said, and nothing was started: the only Python call is the reward
-    # file lookup (no trainer, no data command, no vLLM import), and no directory was made.
+    # What a real run would check is said, and nothing was started: the only Python calls are the reward
+    # file lookup and the flash_attn probe (no trainer, no data command, no vLLM import), and no directory
+    # was made.
     assert "check GPUs: nvidia-smi lists >= N_GPUS=" in out.stdout
     assert "check vLLM:" in out.stdout and "pip install -e '.[gpu]'" in out.stdout
+    assert "check attention: ATTN=flash_attention_2 needs flash_attn" in out.stdout
     assert "would run:" in out.stdout and "-m aggc_rl.data." in out.stdout
-    assert sandbox.python_calls() == [REWARD_LOOKUP]
+    assert sandbox.python_calls() == [REWARD_LOOKUP, FLASH_ATTN_PROBE]
     assert not Path(sandbox.env["OUT_DIR"]).exists() and not Path(sandbox.env["DATA_DIR"]).exists()
 
 
@@ -184,8 +188,13 @@ def test_script_args_compose_and_build_the_configs_verl_builds(sandbox, tiny_mod
     from verl_patches.engine.config import ClipActorConfig
 
     args = dry_run_args(sandbox, script)
-    assert all(not arg.startswith("+") or arg.startswith("+ray_kwargs.") for arg in args), args
+    # Every key exists in the config (a typo fails composition), except the two that verl leaves open.
+    added = ("+ray_kwargs.", "+actor_rollout_ref.model.override_config.")
+    assert all(not arg.startswith("+") or arg.startswith(added) for arg in args), args
     cfg = compose_args(args)  # an unknown key or a bad value fails here
+    assert OmegaConf.select(cfg, "actor_rollout_ref.model.override_config.attn_implementation") == (
+        "flash_attention_2"
+    )
     for key, value in EXPECTED[script].items():
         assert OmegaConf.select(cfg, key) == value, key
 
@@ -421,6 +430,7 @@ def test_missing_vllm_says_how_to_install_it(sandbox):
 def test_wandb_key_without_wandb_stops_the_run(sandbox):
     sandbox.fake_nvidia_smi(4)
     sandbox.fake_package("vllm", "")
+    sandbox.fake_package("flash_attn", "")
     sandbox.fake_package("wandb", "raise ImportError('simulated: no wandb')")
     out = run(sandbox, "run_qwen2.5-3b_gsm8k.sh", STOP, WANDB_API_KEY="k")
     assert_stopped_before_training(sandbox, out, "WANDB_API_KEY is set but wandb is not importable")
@@ -448,6 +458,66 @@ def test_multi_node_checks_the_ray_cluster(sandbox, ray_init, message):
     assert "ray start --" in out.stderr
 
 
+def test_multi_node_needs_no_gpu_on_the_launching_node(sandbox):
+    """NNODES>1: the Ray cluster's GPUs count; a CPU-only head or login node (no nvidia-smi) can launch."""
+    sandbox.fake_package(
+        "ray", "def init(**kw):\n    pass\ndef cluster_resources():\n    return {'GPU': 8.0}\n"
+    )
+    out = run(sandbox, "run_qwen2.5-3b_gsm8k.sh", STOP, NNODES="2")
+    assert "Ray: cluster has 8 GPU(s), the run needs 8" in out.stdout, out.stdout + out.stderr
+    assert "nvidia-smi" not in out.stderr
+    assert_stopped_before_training(sandbox, out, "vLLM is not importable")  # the next check
+
+
+def test_default_attention_without_flash_attn_stops_the_run_naming_both_ways_out(sandbox):
+    sandbox.fake_nvidia_smi(4)
+    sandbox.fake_package("vllm", "")
+    sandbox.fake_package("flash_attn", "raise ImportError('simulated: no flash_attn')")
+    out = run(sandbox, "run_qwen2.5-3b_gsm8k.sh", STOP)
+    assert_stopped_before_training(
+        sandbox, out, "ATTN=flash_attention_2 (verl's default) needs the flash-attn"
+    )
+    assert "simulated: no flash_attn" in out.stderr
+    assert "pip install flash-attn --no-build-isolation" in out.stderr and "ATTN=sdpa" in out.stderr
+    assert not any("aggc_rl.data" in call for call in sandbox.python_calls())
+
+
+def test_sdpa_needs_no_flash_attn(sandbox):
+    sandbox.fake_nvidia_smi(4)
+    sandbox.fake_package("vllm", "")
+    sandbox.fake_package("flash_attn", "raise ImportError('simulated: no flash_attn')")
+    out = run(sandbox, "run_qwen2.5-3b_gsm8k.sh", STOP, ATTN="sdpa", GSM8K_TRAIN_JSONL="/nonexistent/t.jsonl")
+    assert "attention: ATTN=sdpa" in out.stdout
+    assert_stopped_before_training(
+        sandbox, out, "could not prepare the gsm8k data"
+    )  # past the attention check
+
+
+@pytest.mark.parametrize("script", RUN_SCRIPTS)
+def test_attention_and_checkpoints_kept_reach_the_hydra_args(sandbox, script):
+    default = run(sandbox, script, DRY_RUN="1")
+    got = as_dict(hydra_args(default.stdout))
+    assert got["actor_rollout_ref.model.override_config.attn_implementation"] == "flash_attention_2"
+    assert got["trainer.max_actor_ckpt_to_keep"] == "3"
+    # This machine has no flash_attn (the sandbox's Python is the test venv's): the dry run says a start stops.
+    assert "needs flash_attn: NOT importable" in default.stdout and "set ATTN=sdpa" in default.stdout
+    chosen = as_dict(hydra_args(run(sandbox, script, DRY_RUN="1", ATTN="sdpa", KEEP_CKPTS="0").stdout))
+    assert chosen["actor_rollout_ref.model.override_config.attn_implementation"] == "sdpa"
+    assert chosen["trainer.max_actor_ckpt_to_keep"] == "null"  # verl: keep all
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ATTN": "flash"}, "ATTN='flash' is invalid; allowed: flash_attention_2, sdpa"),
+        ({"KEEP_CKPTS": "-1"}, "KEEP_CKPTS='-1' is invalid; allowed: a whole number >= 0"),
+    ],
+)
+def test_bad_attention_and_keep_settings_are_refused(sandbox, env, message):
+    out = run(sandbox, "run_qwen2.5-3b_gsm8k.sh", DRY_RUN="1", **env)
+    assert out.returncode == 2 and message in out.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -461,6 +531,7 @@ def test_multi_node_checks_the_ray_cluster(sandbox, ray_init, message):
 def test_unpreparable_data_stops_the_run(sandbox, env, message):
     sandbox.fake_nvidia_smi(4)
     sandbox.fake_package("vllm", "")
+    sandbox.fake_package("flash_attn", "")
     out = run(sandbox, "run_qwen2.5-3b_gsm8k.sh", STOP, **env)
     assert_stopped_before_training(sandbox, out, message)
     assert any("-m aggc_rl.data.gsm8k --out" in call for call in sandbox.python_calls())

@@ -58,7 +58,11 @@ def test_dry_run_prints_the_recipe_then_merge_and_eval(sandbox, script, interpre
     assert "aggc_rl.data.metamath" in out.stdout and "--limit 100000" in out.stdout
     args = as_dict(hydra_args(out.stdout))
     assert args["engine.clip"] == "aggc_lora" and args["model.path"] == SCRIPTS[script]
-    assert sandbox.python_calls() == []  # a dry run starts nothing
+    assert args["model.override_config.attn_implementation"] == "flash_attention_2"
+    assert args["trainer.max_ckpt_to_keep"] == "3"
+    assert "check attention: ATTN=flash_attention_2 needs flash_attn" in out.stdout
+    # A dry run starts nothing: its one Python call looks for flash_attn without importing it.
+    assert len(sandbox.python_calls()) == 1 and 'find_spec("flash_attn")' in sandbox.python_calls()[0]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
