@@ -92,11 +92,6 @@ class ClipResult:
         return [g for g, n in zip(self.groups, self.norms.tolist(), strict=True) if not math.isfinite(n)]
 
     @property
-    def ema(self) -> torch.Tensor | None:
-        """The rule's per-group running statistic, if it has one."""
-        return self.stats.get("ema")
-
-    @property
     def total_norm_post(self) -> float:
         """The norm of what the optimizer got: 0 when the step was skipped (gradients zeroed, no update)."""
         if self.skipped:
@@ -264,8 +259,8 @@ class GradClipper:
         present = tuple(i for i, grad in enumerate(grads) if grad is not None)
         if self._layout is not None and self._layout.present == present:
             return self._layout
-        names = [self.param_names[i] for i in present]
-        plan = plan_reduction(names, [grads[i] for i in present], self.process_group)
+        present_names = [self.param_names[i] for i in present]
+        plan = plan_reduction(present_names, [grads[i] for i in present], self.process_group)
         by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for pos, i in enumerate(present):
             shard = local_tensor(grads[i])

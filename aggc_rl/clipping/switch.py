@@ -23,9 +23,9 @@ from aggc_rl.clipping.registry import RULE_NAMES, make_rule, rule_knobs
 from aggc_rl.clipping.rule import ClipRule
 
 #: Where the switch lives in the RL config (verl's ``actor_rollout_ref.actor``).
-ACTOR_PREFIX = "actor_rollout_ref.actor"
-CLIP_KEY = f"{ACTOR_PREFIX}.clip"
-CLIP_CONFIG_KEY = f"{ACTOR_PREFIX}.clip_config"
+ACTOR_KEY = "actor_rollout_ref.actor"
+CLIP_KEY = f"{ACTOR_KEY}.clip"
+CLIP_CONFIG_KEY = f"{ACTOR_KEY}.clip_config"
 #: Methods whose knobs live in a clip_config block (global has one knob, verl's optim.clip_grad).
 BLOCK_METHODS = tuple(m for m in RULE_NAMES if m != "global")
 
@@ -64,7 +64,7 @@ class ClipSpec:
     knobs: tuple[tuple[str, Any], ...]
     grouping: str | None
     log_per_group: bool = True
-    prefix: str = ACTOR_PREFIX
+    prefix: str = ACTOR_KEY
     guard: GuardConfig = field(default_factory=GuardConfig)
     resume_mismatch: str = "refuse"
 
@@ -87,7 +87,7 @@ class ClipSpec:
 
 
 def resolve_clip(
-    method: str, config: ClipConfig | dict | None, max_norm: float, prefix: str = ACTOR_PREFIX
+    method: str, config: ClipConfig | dict | None, max_norm: float, prefix: str = ACTOR_KEY
 ) -> ClipSpec:
     """Turn the user's switch and blocks into a :class:`ClipSpec`, refusing anything invalid."""
     if method not in RULE_NAMES:
@@ -114,7 +114,7 @@ def resolve_clip(
     )
 
 
-def build_guard(block: GuardConfig | dict | None, prefix: str = ACTOR_PREFIX) -> GuardConfig:
+def build_guard(block: GuardConfig | dict | None, prefix: str = ACTOR_KEY) -> GuardConfig:
     """The guard block as a validated :class:`GuardConfig`; errors name the full key and what is allowed."""
     if block is None:
         return GuardConfig()
@@ -137,7 +137,7 @@ def build_guard(block: GuardConfig | dict | None, prefix: str = ACTOR_PREFIX) ->
 # for our keys we say both, before any config is composed or worker started.
 
 
-def check_clip_overrides(argv: Sequence[str], prefix: str = ACTOR_PREFIX) -> None:
+def check_clip_overrides(argv: Sequence[str], prefix: str = ACTOR_KEY) -> None:
     """Raise ValueError for an override of an unknown clip key or method."""
     clip_key, config_key = f"{prefix}.clip", f"{prefix}.clip_config"
     for arg in argv:
