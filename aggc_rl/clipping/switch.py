@@ -86,12 +86,17 @@ class ClipSpec:
             raise type(err)(f"{self.prefix}.{block}: {err}") from err
 
 
+def check_method(method: str, key: str) -> None:
+    """Refuse a clip method that is not registered; ``key`` is the config key it was given under."""
+    if method not in RULE_NAMES:
+        raise ValueError(f"{key}={method!r} is invalid; allowed: {', '.join(RULE_NAMES)}")
+
+
 def resolve_clip(
     method: str, config: ClipConfig | dict | None, max_norm: float, prefix: str = ACTOR_KEY
 ) -> ClipSpec:
     """Turn the user's switch and blocks into a :class:`ClipSpec`, refusing anything invalid."""
-    if method not in RULE_NAMES:
-        raise ValueError(f"{prefix}.clip={method!r} is invalid; allowed: {', '.join(RULE_NAMES)}")
+    check_method(method, f"{prefix}.clip")
     if config is None:
         config = ClipConfig()
     elif isinstance(config, dict):
@@ -146,8 +151,7 @@ def check_clip_overrides(argv: Sequence[str], prefix: str = ACTOR_KEY) -> None:
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
         if key == clip_key:
-            if value not in RULE_NAMES:
-                raise ValueError(f"{clip_key}={value!r} is invalid; allowed: {', '.join(RULE_NAMES)}")
+            check_method(value, clip_key)
         elif key.startswith(config_key + "."):
             parts = key[len(config_key) + 1 :].split(".")
             _check_clip_config_key(key, config_key, parts)
