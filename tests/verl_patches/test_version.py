@@ -59,4 +59,6 @@ def test_every_internal_in_the_checklist_exists(entry, monkeypatch):
     if entry.mentions:
         source = inspect.getsource(obj)
         for text in entry.mentions:
-            assert text in source, f"verl {VERL_VERSION}: {entry.module}.{entry.symbol} no longer has {text!r}"
+            assert text in source, (
+                f"verl {VERL_VERSION}: {entry.module}.{entry.symbol} no longer has {text!r}"
+            )
