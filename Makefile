@@ -94,7 +94,7 @@ $(VLLM_STAMP): pyproject.toml $(CONSTRAINTS)
 
 # verl's trainer with rollout.name=vllm end to end (AGGC_REQUIRE_VLLM_CPU=1: a missing extra fails, never skips).
 test-vllm: $(VLLM_STAMP)
-	AGGC_REQUIRE_VLLM_CPU=1 $(VLLM_PY) -m pytest --timeout 1500 tests/verl_patches/test_version.py tests/verl_patches/cpu/test_vllm.py tests/e2e/test_vllm_trainer.py
+	AGGC_REQUIRE_VLLM_CPU=1 $(VLLM_PY) -m pytest --timeout 1500 tests/verl_patches/test_version.py tests/verl_cpu/test_vllm.py tests/e2e/test_vllm_trainer.py
 
 # `make demo ROLLOUT=vllm`: the demo's arms with verl's vLLM rollout, run from the vLLM venv.
 # "private": the .venv prerequisite must still be built with .venv's own python.

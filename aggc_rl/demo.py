@@ -25,6 +25,8 @@ from pathlib import Path
 
 import aggc_rl.rewards
 from aggc_rl import metrics as names
+from verl_cpu.recipe import CPU_ACTOR_OVERRIDES
+from verl_cpu.vllm_setup import VLLM_CPU_OVERRIDES
 
 ARMS = ("global", "aggc")
 
@@ -73,16 +75,10 @@ def trainer_overrides(
         "data.filter_overlong_prompts=false",
         f"data.seed={settings.seed}",
         f"actor_rollout_ref.model.path={model}",
-        # CPU: no flash-attention, no padding-free kernels, no compile, no activation checkpointing, fp32.
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        # CPU: no flash-attention, no compile, no activation checkpointing, fp32 (the CPU recipe), and no
+        # padding-free kernels.
+        *CPU_ACTOR_OVERRIDES,
         "actor_rollout_ref.model.use_remove_padding=false",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        "actor_rollout_ref.actor.use_torch_compile=false",
-        "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
-        "actor_rollout_ref.ref.fsdp_config.use_torch_compile=false",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.reduce_dtype=fp32",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.buffer_dtype=fp32",
         f"actor_rollout_ref.actor.clip={clip}",
         f"actor_rollout_ref.actor.optim.lr={settings.lr}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={batch}",
@@ -101,7 +97,6 @@ def trainer_overrides(
         "reward.custom_reward_function.name=compute_score",
         "trainer.n_gpus_per_node=1",
         "trainer.nnodes=1",
-        "trainer.device=cpu",
         "trainer.logger=[console,file]",
         # Greedy validation on the held-out puzzles before training and after the last step.
         "trainer.val_before_train=true",
@@ -128,8 +123,6 @@ def _rollout_overrides(rollout: str) -> list[str]:
     """Overrides that replace the ``hf_cpu`` rollout above (Hydra: the last value of a key wins)."""
     if rollout == "hf_cpu":
         return []
-    from verl_patches.cpu.vllm import VLLM_CPU_OVERRIDES
-
     return list(VLLM_CPU_OVERRIDES)
 
 

@@ -24,7 +24,7 @@ from aggc_rl.preflight.compose import compose_plain
 from verl_patches.config_files import CONFIG_DIR, SFT_CONFIG_NAME
 
 #: Where the switch lives in this config (errors name it).
-CLIP_PREFIX = "engine"
+ENGINE_KEY = "engine"
 _checked = False  # set once __main__ checked the composed config, so main() does not read the data twice
 
 
@@ -84,7 +84,7 @@ def check_before_verl(argv: Sequence[str]) -> None:
     global _checked
     from aggc_rl.clipping import check_clip_overrides, resolve_clip
 
-    check_clip_overrides(argv, prefix=CLIP_PREFIX)  # unknown clip keys and methods, with what is allowed
+    check_clip_overrides(argv, prefix=ENGINE_KEY)  # unknown clip keys and methods, with what is allowed
     if nothing_runs(argv):
         return  # Hydra prints its help and exits
     if other_config(argv):
@@ -92,7 +92,7 @@ def check_before_verl(argv: Sequence[str]) -> None:
     plain = compose_plain(CONFIG_DIR, SFT_CONFIG_NAME, overrides_of(argv))
     engine = plain["engine"]
     try:
-        resolve_clip(engine["clip"], engine["clip_config"], plain["optim"]["clip_grad"], prefix=CLIP_PREFIX)
+        resolve_clip(engine["clip"], engine["clip_config"], plain["optim"]["clip_grad"], prefix=ENGINE_KEY)
         check_chat_template(plain.get("chat_template"))
     except (TypeError, ValueError) as err:
         refuse(err)
@@ -101,6 +101,7 @@ def check_before_verl(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    from verl_cpu.plugin import load as load_cpu_backend
     from verl_patches.plugin import load
     from verl_patches.sft import single_process_env
 
@@ -108,5 +109,6 @@ if __name__ == "__main__":
         sys.argv[1:]
     )  # before verl is imported (the plugin imports it) and before any rank trains
     load()  # loud where verl's plugin loader would swallow an error
+    load_cpu_backend()
     single_process_env()
     main()

@@ -90,10 +90,10 @@ def check_before_verl(argv: Sequence[str]) -> None:
 
 def check_cpu_vllm(config: DictConfig) -> None:
     """On the CPU platform, verl's vLLM rollout needs settings of its own: refuse others before Ray starts."""
-    from verl_patches.cpu.platform import cpu_platform_selected
+    from verl_cpu.platform import cpu_platform_selected
 
     if cpu_platform_selected() and config.actor_rollout_ref.rollout.name == "vllm":
-        from verl_patches.cpu.vllm import check_rollout_config
+        from verl_cpu.vllm_setup import check_rollout_config
 
         try:
             check_rollout_config(config.actor_rollout_ref.rollout)
@@ -129,7 +129,9 @@ def main(config: DictConfig) -> None:
 if __name__ == "__main__":
     check_before_verl(sys.argv[1:])  # before verl is imported (the plugin imports it) and long before Ray
 
+    from verl_cpu.plugin import load as load_cpu_backend
     from verl_patches.plugin import load
 
     load()  # loud where verl's plugin loader would swallow an error
+    load_cpu_backend()
     main()

@@ -59,6 +59,7 @@ def _collective_worker(rank: int, world: int, init_file: str, out_file: str) -> 
     from torch.distributed.fsdp import fully_shard
 
     from aggc_rl.collective_counter import CollectiveCounter
+    from aggc_rl.process_groups import finish_together
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     counts = {}
@@ -78,12 +79,7 @@ def _collective_worker(rank: int, world: int, init_file: str, out_file: str) -> 
     if rank == 0:
         with open(out_file, "w") as f:
             json.dump(counts, f)
-    # Leave gloo only when every rank is done with it (see tests/support/distributed.py).
-    dist.barrier()
-    store = dist.FileStore(init_file + ".exit", world)
-    store.set(f"done{rank}", "1")
-    store.wait([f"done{r}" for r in range(world)])
-    dist.destroy_process_group()
+    finish_together(rank, world, init_file + ".exit")  # leave gloo only when every rank is done with it
 
 
 def count_collectives(world: int = 2) -> dict[str, int]:

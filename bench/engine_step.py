@@ -31,27 +31,27 @@ def main() -> None:
     import torch.distributed as dist
 
     from aggc_rl.clipping import RULE_NAMES
-    from verl_patches.cpu import harness as verl_cpu
+    from verl_cpu import harness
 
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     tmp = tempfile.mkdtemp()
     dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=0, world_size=1)
-    model_path = verl_cpu.make_tiny_model_dir(f"{tmp}/model", **MODEL)
+    model_path = harness.make_tiny_model_dir(f"{tmp}/model", **MODEL)
 
     engines = {}
     for method in RULE_NAMES:
-        cfg = verl_cpu.clip_ppo_config(model_path, args.runs + 2, f"actor_rollout_ref.actor.clip={method}")
-        setup = verl_cpu.engine_setup(cfg)
-        batch = verl_cpu.make_ppo_batch(
-            setup, cfg, verl_cpu.make_padded_batch(96, batch_size=4, prompt_len=16, response_len=16)
+        cfg = harness.clip_ppo_config(model_path, args.runs + 2, f"actor_rollout_ref.actor.clip={method}")
+        setup = harness.engine_setup(cfg)
+        batch = harness.make_ppo_batch(
+            setup, cfg, harness.make_padded_batch(96, batch_size=4, prompt_len=16, response_len=16)
         )
-        engines[method] = (verl_cpu.build_engine(setup), batch, verl_cpu.ppo_loss_fn(setup))
+        engines[method] = (harness.build_engine(setup), batch, harness.ppo_loss_fn(setup))
 
     times: dict[str, list[float]] = {m: [] for m in engines}
     for run in range(args.runs + 2):
         for method, (engine, batch, loss_fn) in engines.items():
             t0 = time.perf_counter()
-            verl_cpu.train_step(engine, batch, loss_fn)
+            harness.train_step(engine, batch, loss_fn)
             if run >= 2:
                 times[method].append(time.perf_counter() - t0)
 

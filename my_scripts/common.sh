@@ -269,7 +269,7 @@ check_gpus() {
 	say "GPUs: $found usable on this node, N_GPUS=$N_GPUS"
 }
 
-# With NNODES > 1 the run joins the Ray cluster started with `ray start` (README); count its GPUs now.
+# With NNODES > 1 the run joins the Ray cluster started with `ray start` (docs/cluster.md, Multi-node); count its GPUs now.
 check_ray_cluster() {
 	need=$((NNODES * N_GPUS))
 	say "Ray: connecting to the running cluster (RAY_ADDRESS='${RAY_ADDRESS:-auto}') to count GPUs"
@@ -284,7 +284,7 @@ except Exception as err:
 print(int(ray.cluster_resources().get("GPU", 0)))
 ' 2>/dev/null | tail -n 1) || have="none (the check itself failed: can $PYTHON import ray?)"
 	case $have in
-	none*) die_missing "NNODES=$NNODES needs a running Ray cluster with $need GPUs, found $have; start it first: 'ray start --head' on this node, 'ray start --address=<head-ip>:6379' on the others (README)" ;;
+	none*) die_missing "NNODES=$NNODES needs a running Ray cluster with $need GPUs, found $have; start it first: 'ray start --head' on this node, 'ray start --address=<head-ip>:6379' on the others (docs/cluster.md, Multi-node)" ;;
 	esac
 	[ "$have" -ge "$need" ] ||
 		die_missing "the Ray cluster has $have GPU(s) but NNODES=$NNODES x N_GPUS=$N_GPUS needs $need; join more nodes ('ray start --address=<head-ip>:6379') or lower NNODES"

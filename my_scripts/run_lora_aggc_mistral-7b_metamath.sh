@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # LoRA SFT of Mistral-7B (base) on MetaMathQA (100,000 examples) with AGGC: the official AGGC LoRA recipe on verl's SFT
-# trainer (sft_common.sh holds its settings), then merge and GSM8K evaluation. Usage: README.md, "Supervised
-# fine-tuning". CLIP=global gives the LoRA baseline.
+# trainer (sft_common.sh holds its settings), then merge and GSM8K evaluation. Usage: docs/sft.md. CLIP=global gives the LoRA baseline.
 #   CLIP=global sh my_scripts/run_lora_aggc_mistral-7b_metamath.sh [hydra overrides...]   (or bash, or ./)
 # `sh SCRIPT` (dash) ignores the #! line: as_bash.sh re-runs this script under bash, same arguments.
 # shellcheck source-path=SCRIPTDIR source=as_bash.sh

@@ -10,7 +10,7 @@ Two things in the trainer itself are patched, only in processes started by ``agg
   crashes (``TypeError: Type is not JSON serializable: Metric``). :class:`ReducingTracking` reduces every
   value to a plain number, the way verl's RL trainer does (``Metric.aggregate_dp``), and puts our clip
   metrics under ``train/`` like the trainer's own (``train/clip/...``), so every logger gets numbers.
-* On the CPU platform the process group is gloo; that is :mod:`verl_patches.cpu.platform`'s job.
+* On the CPU platform the process group is gloo; that is :mod:`verl_cpu.platform`'s job.
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ from aggc_rl.clipping.grouping import SCHEMES, Grouping, group_of
 from aggc_rl.clipping.guard import GuardConfig, SkippedStepsError
 from aggc_rl.clipping.registry import RULE_NAMES, make_rule, rule_knobs
 from aggc_rl.clipping.rule import ClipRule, State
-from aggc_rl.clipping.switch import ACTOR_PREFIX, ClipConfig, ClipSpec, check_clip_overrides, resolve_clip
+from aggc_rl.clipping.switch import ACTOR_KEY, ClipConfig, ClipSpec, check_clip_overrides, resolve_clip
 from aggc_rl.clipping.zclip import ZClipRule
 
 __all__ = [
-    "ACTOR_PREFIX",
+    "ACTOR_KEY",
     "RULE_NAMES",
     "SCHEMES",
     "AGGCRule",

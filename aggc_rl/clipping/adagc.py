@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import torch
 
+from aggc_rl.clipping.global_norm import global_clip_factor
 from aggc_rl.clipping.rule import (
     State,
     check_norms,
@@ -78,7 +79,7 @@ class AdaGCRule:
         has_threshold = gamma > 0
 
         # Warm-up: global clip at lambda_abs; gamma = running min of the positive clipped norms.
-        global_factor = torch.clamp(self.lambda_abs / (torch.linalg.vector_norm(n) + self.eps), max=1.0)
+        global_factor = global_clip_factor(n, self.lambda_abs, eps=self.eps)
         clipped = global_factor * n
         seeded_min = torch.where(has_threshold, torch.minimum(gamma, clipped), clipped)
         gamma_warm = torch.where(evidence, seeded_min, gamma)

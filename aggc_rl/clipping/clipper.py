@@ -92,11 +92,6 @@ class ClipResult:
         return [g for g, n in zip(self.groups, self.norms.tolist(), strict=True) if not math.isfinite(n)]
 
     @property
-    def ema(self) -> torch.Tensor | None:
-        """The rule's per-group running statistic, if it has one."""
-        return self.stats.get("ema")
-
-    @property
     def total_norm_post(self) -> float:
         """The norm of what the optimizer got: 0 when the step was skipped (gradients zeroed, no update)."""
         if self.skipped:
@@ -138,10 +133,16 @@ class _Layout:
     """Cached per-call bookkeeping for one set of present gradients."""
 
     present: tuple[int, ...]  # parameter indices that have a gradient
+    kinds: tuple[tuple[torch.device, torch.dtype], ...]  # (device, dtype) of each present gradient
     buckets: tuple[tuple[int, ...], ...]  # positions into `present`, one bucket per (device, dtype)
     group_index: torch.Tensor  # group of each tensor, in bucket order, on plan.device
     weights: torch.Tensor | None  # 0/1 per tensor in bucket order (None: all ones)
     plan: ReductionPlan
+
+
+def _kind(grad: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+    """A gradient's device and dtype (a DTensor reports its local shard's)."""
+    return grad.device, grad.dtype
 
 
 class GradClipper:
@@ -262,10 +263,13 @@ class GradClipper:
 
     def _layout_for(self, grads: Sequence[torch.Tensor | None]) -> _Layout:
         present = tuple(i for i, grad in enumerate(grads) if grad is not None)
-        if self._layout is not None and self._layout.present == present:
+        # The buckets and the collective's device follow each gradient's device and dtype: a gradient that
+        # moved (offload) or changed dtype needs a new layout, not only one that appeared or vanished.
+        kinds = tuple(_kind(grads[i]) for i in present)
+        if self._layout is not None and self._layout.present == present and self._layout.kinds == kinds:
             return self._layout
-        names = [self.param_names[i] for i in present]
-        plan = plan_reduction(names, [grads[i] for i in present], self.process_group)
+        present_names = [self.param_names[i] for i in present]
+        plan = plan_reduction(present_names, [grads[i] for i in present], self.process_group)
         by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for pos, i in enumerate(present):
             shard = local_tensor(grads[i])
@@ -280,7 +284,7 @@ class GradClipper:
             weights = torch.tensor(
                 [plan.weights[pos] for pos in order], dtype=torch.float64, device=plan.device
             )
-        self._layout = _Layout(present, buckets, group_index, weights, plan)
+        self._layout = _Layout(present, kinds, buckets, group_index, weights, plan)
         return self._layout
 
     @staticmethod

@@ -84,8 +84,18 @@ def group_of(name: str, scheme: str = "module_type") -> str:
     - ``tensor``: one group per parameter tensor (its cleaned name).
     - ``global``: one group for everything.
     """
+    check_scheme(scheme)
+    return _group_key(name, scheme)
+
+
+def check_scheme(scheme: str) -> None:
+    """Refuse a scheme name that is not one of :data:`SCHEMES`, naming the allowed ones."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown grouping scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
+
+
+def _group_key(name: str, scheme: str) -> str:
+    """:func:`group_of` for a scheme already checked."""
     _check_not_flat(name)
     cleaned = clean_name(name)
     if scheme == "global":
@@ -112,16 +122,15 @@ class Grouping:
     def build(cls, param_names: Sequence[str], scheme: str | Callable[[str], str]) -> Grouping:
         if callable(scheme):
             key_of, label = scheme, getattr(scheme, "__name__", "custom")
+            for name in param_names:
+                _check_not_flat(name)
         else:
-            if scheme not in SCHEMES:
-                raise ValueError(f"unknown grouping scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
+            check_scheme(scheme)
             label = scheme
 
             def key_of(n: str) -> str:
-                return group_of(n, scheme)
+                return _group_key(n, scheme)  # checks each name too
 
-        for name in param_names:
-            _check_not_flat(name)
         keys = [key_of(n) for n in param_names]
         names = tuple(dict.fromkeys(keys))
         position = {k: i for i, k in enumerate(names)}

@@ -23,9 +23,9 @@ from aggc_rl.clipping.registry import RULE_NAMES, make_rule, rule_knobs
 from aggc_rl.clipping.rule import ClipRule
 
 #: Where the switch lives in the RL config (verl's ``actor_rollout_ref.actor``).
-ACTOR_PREFIX = "actor_rollout_ref.actor"
-CLIP_KEY = f"{ACTOR_PREFIX}.clip"
-CLIP_CONFIG_KEY = f"{ACTOR_PREFIX}.clip_config"
+ACTOR_KEY = "actor_rollout_ref.actor"
+CLIP_KEY = f"{ACTOR_KEY}.clip"
+CLIP_CONFIG_KEY = f"{ACTOR_KEY}.clip_config"
 #: Methods whose knobs live in a clip_config block (global has one knob, verl's optim.clip_grad).
 BLOCK_METHODS = tuple(m for m in RULE_NAMES if m != "global")
 
@@ -64,7 +64,7 @@ class ClipSpec:
     knobs: tuple[tuple[str, Any], ...]
     grouping: str | None
     log_per_group: bool = True
-    prefix: str = ACTOR_PREFIX
+    prefix: str = ACTOR_KEY
     guard: GuardConfig = field(default_factory=GuardConfig)
     resume_mismatch: str = "refuse"
 
@@ -86,12 +86,17 @@ class ClipSpec:
             raise type(err)(f"{self.prefix}.{block}: {err}") from err
 
 
+def check_method(method: str, key: str) -> None:
+    """Refuse a clip method that is not registered; ``key`` is the config key it was given under."""
+    if method not in RULE_NAMES:
+        raise ValueError(f"{key}={method!r} is invalid; allowed: {', '.join(RULE_NAMES)}")
+
+
 def resolve_clip(
-    method: str, config: ClipConfig | dict | None, max_norm: float, prefix: str = ACTOR_PREFIX
+    method: str, config: ClipConfig | dict | None, max_norm: float, prefix: str = ACTOR_KEY
 ) -> ClipSpec:
     """Turn the user's switch and blocks into a :class:`ClipSpec`, refusing anything invalid."""
-    if method not in RULE_NAMES:
-        raise ValueError(f"{prefix}.clip={method!r} is invalid; allowed: {', '.join(RULE_NAMES)}")
+    check_method(method, f"{prefix}.clip")
     if config is None:
         config = ClipConfig()
     elif isinstance(config, dict):
@@ -114,7 +119,7 @@ def resolve_clip(
     )
 
 
-def build_guard(block: GuardConfig | dict | None, prefix: str = ACTOR_PREFIX) -> GuardConfig:
+def build_guard(block: GuardConfig | dict | None, prefix: str = ACTOR_KEY) -> GuardConfig:
     """The guard block as a validated :class:`GuardConfig`; errors name the full key and what is allowed."""
     if block is None:
         return GuardConfig()
@@ -137,7 +142,7 @@ def build_guard(block: GuardConfig | dict | None, prefix: str = ACTOR_PREFIX) ->
 # for our keys we say both, before any config is composed or worker started.
 
 
-def check_clip_overrides(argv: Sequence[str], prefix: str = ACTOR_PREFIX) -> None:
+def check_clip_overrides(argv: Sequence[str], prefix: str = ACTOR_KEY) -> None:
     """Raise ValueError for an override of an unknown clip key or method."""
     clip_key, config_key = f"{prefix}.clip", f"{prefix}.clip_config"
     for arg in argv:
@@ -146,8 +151,7 @@ def check_clip_overrides(argv: Sequence[str], prefix: str = ACTOR_PREFIX) -> Non
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
         if key == clip_key:
-            if value not in RULE_NAMES:
-                raise ValueError(f"{clip_key}={value!r} is invalid; allowed: {', '.join(RULE_NAMES)}")
+            check_method(value, clip_key)
         elif key.startswith(config_key + "."):
             parts = key[len(config_key) + 1 :].split(".")
             _check_clip_config_key(key, config_key, parts)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from aggc_rl.lab.arms import Arm, default_arms, parse_arm
 from aggc_rl.lab.faults import FAULT_KINDS, Fault
+from aggc_rl.lab.size import LabSize
 
 DEFAULT_FAULTS = ("loss_spike", "group_spike", "reward_noise")
 QUICK = dict(steps=7, fault_step=3, warm_start_steps=100)
@@ -37,8 +38,6 @@ def run_path(out: Path, arm: Arm, fault: str, seed: int) -> Path:
 
 
 def parse_args(argv: Sequence[str] | None):
-    from aggc_rl.lab.loop import LabSize
-
     d = LabSize()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="outputs/lab", help="runs/ and report/ go here")

@@ -10,34 +10,14 @@ global clipping for the whole run, ZClip's (25) would never end, and the guard's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aggc_rl.clipping import RULE_NAMES
-from aggc_rl.clipping.switch import ACTOR_PREFIX
-
-if TYPE_CHECKING:
-    from aggc_rl.lab.loop import LabSize
+from aggc_rl.clipping.switch import ACTOR_KEY
+from aggc_rl.lab.size import LabSize
 
 #: The knobs (in steps) that the lab shortens, as a function of the fault step k: warm-ups end at k - 2.
 WARMUP_KNOBS = {"adagc": "warmup", "zclip": "warmup_steps"}
-
-
-def guard_available() -> bool:
-    """The step guard exists in the clipping library."""
-    try:
-        import aggc_rl.clipping.guard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def guard_in_config() -> bool:
-    """The guard has its verl keys (``clip_config.guard.*``); else the lab engine attaches it itself."""
-    from dataclasses import fields
-
-    from aggc_rl.clipping import ClipConfig
-
-    return any(f.name == "guard" for f in fields(ClipConfig))
 
 
 @dataclass(frozen=True)
@@ -71,16 +51,13 @@ class Arm:
     def overrides(self, size: LabSize) -> list[str]:
         if self.method not in RULE_NAMES:
             raise ValueError(f"arm {self.name}: clip method {self.method!r} unknown; allowed: {RULE_NAMES}")
-        out = [f"{ACTOR_PREFIX}.clip={self.method}"]
+        out = [f"{ACTOR_KEY}.clip={self.method}"]
         out += [
-            f"{ACTOR_PREFIX}.clip_config.{self.method}.{k}={v}" for k, v in self.resolved_knobs(size).items()
+            f"{ACTOR_KEY}.clip_config.{self.method}.{k}={v}" for k, v in self.resolved_knobs(size).items()
         ]
         guard = self.resolved_guard(size)
         if guard:
-            if not guard_available():
-                raise ValueError(f"arm {self.name}: the step guard (aggc_rl.clipping.guard) is not installed")
-            if guard_in_config():
-                out += [f"{ACTOR_PREFIX}.clip_config.guard.{k}={_hydra(v)}" for k, v in guard.items()]
+            out += [f"{ACTOR_KEY}.clip_config.guard.{k}={_hydra(v)}" for k, v in guard.items()]
         return out
 
     def describe(self, size: LabSize) -> str:
@@ -96,7 +73,7 @@ def _hydra(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-#: The default set, in report order; arms whose method or guard is not installed are left out.
+#: The default set, in report order; arms whose method is not registered are left out.
 DEFAULT_ARMS: tuple[Arm, ...] = (
     Arm("global"),
     Arm("aggc"),
@@ -107,12 +84,8 @@ DEFAULT_ARMS: tuple[Arm, ...] = (
 )
 
 
-def available(arm: Arm) -> bool:
-    return arm.method in RULE_NAMES and (not arm.guard or guard_available())
-
-
 def default_arms() -> list[Arm]:
-    return [a for a in DEFAULT_ARMS if available(a)]
+    return [a for a in DEFAULT_ARMS if a.method in RULE_NAMES]
 
 
 def parse_arm(spec: str) -> Arm:

@@ -48,22 +48,6 @@ class LabClipEngine(ClipFSDPEngine):
             self.measure_groups.setdefault(group_of(name, MEASURE_SCHEME), []).append(name)
         self.pre_norms: dict[str, float] = {}  # the last step's pre-clip norms, measured groups
 
-    def attach_guard(self, guard: dict | None) -> None:
-        """Give the clipper a step guard when the engine config could not carry one (older wiring)."""
-        if not guard:
-            return
-        from aggc_rl.clipping import GradClipper
-        from aggc_rl.clipping.guard import GuardConfig
-
-        if getattr(self.clipper, "guard", None) == GuardConfig(**guard):
-            return  # the production config already attached exactly this guard
-        self.clipper = GradClipper(
-            self.module.named_parameters(),
-            self.clip_spec.build_rule(),
-            grouping=self.clip_spec.grouping,
-            guard=GuardConfig(**guard),
-        )
-
     def arm(self, fault: Fault | None) -> None:
         """Inject ``fault`` when the engine reaches its step (None or kind 'none': nothing)."""
         if fault is not None and fault.kind == "group_spike" and fault.group not in self.measure_groups:

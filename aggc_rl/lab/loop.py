@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +24,7 @@ import torch
 from aggc_rl.lab.arms import Arm
 from aggc_rl.lab.faults import MEASURE_SCHEME, Fault
 from aggc_rl.lab.policy import REWARD_RANGE, Sampler, probe_kl, puzzles_for, score, stable_seed
-
-
-@dataclass(frozen=True)
-class LabSize:
-    """Sizes of one lab run (``--quick`` and the CI test shrink these)."""
-
-    steps: int = 8  # optimizer steps per run
-    fault_step: int = 3  # 0-based step the fault hits (steps before it are identical in every fault)
-    prompts: int = 4  # puzzles per step
-    samples: int = 4  # responses per puzzle (the GRPO group)
-    response_length: int = 40
-    lr: float = 1e-3
-    people: int = 2  # inhabitants per puzzle
-    probe: int = 8  # probe prompts for the KL at the fault step
-    eval_prompts: int = 16  # held-out puzzles for the final greedy accuracy
-    warm_start_steps: int = 100  # supervised steps of the tiny policy (ignored with a real model)
-    compact: bool = True  # the lab's compact prompt (False: the project's system prompt; real models)
-
-    def check(self) -> None:
-        if not 1 <= self.fault_step < self.steps:
-            raise ValueError(f"fault_step={self.fault_step} must be in [1, steps={self.steps})")
-        if self.samples < 2:
-            raise ValueError("samples must be >= 2 (GRPO normalises within a prompt's group)")
-
+from aggc_rl.lab.size import LabSize
 
 # -- rewards and advantages ------------------------------------------------------------------------------------
 
@@ -81,7 +57,7 @@ def ensure_process_group(device: str) -> None:
         return
     os.environ["VERL_PLATFORM"] = os.environ.get("VERL_PLATFORM", VERL_PLATFORMS[device])
     if device == "cpu":
-        from verl_patches.cpu import harness
+        from verl_cpu import harness
 
         harness.use_cpu_platform()
     init = Path(tempfile.mkdtemp(prefix="aggc_lab_pg_")) / "init"
@@ -93,7 +69,7 @@ def ensure_process_group(device: str) -> None:
 def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int):
     """The lab engine for ``arm``, composed from configs/aggc_ppo_trainer.yaml as the trainer does."""
     from aggc_rl.lab.engine import LAB_BACKEND, register_lab_engine
-    from verl_patches.cpu import harness
+    from verl_cpu import harness
 
     register_lab_engine()
     cfg = harness.clip_ppo_config(
@@ -111,7 +87,6 @@ def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int):
     )
     setup = harness.engine_setup(cfg)
     engine = harness.build_engine(setup, backend=LAB_BACKEND)
-    engine.attach_guard(arm.resolved_guard(size))
     return cfg, setup, engine, harness.ppo_loss_fn(setup)
 
 
@@ -168,7 +143,7 @@ def run(
     """One (arm, fault, seed) run; returns its record (JSON-safe)."""
     size.check()
     ensure_process_group(device)
-    from verl_patches.cpu import harness
+    from verl_cpu import harness
 
     n = size.prompts * size.samples
     cfg, setup, engine, loss_fn = build_engine(model_path, arm, size, batch_size=n)

@@ -6,7 +6,7 @@ the environment, and never imports verl, Ray or vLLM, so every entry point uses 
     from aggc_rl.preflight import preflight_rl
     preflight_rl(config, os.environ)   # raises PreflightError listing every problem
 
-What is checked (README, "What is checked before Ray starts"):
+What is checked (docs/configuration.md, "What is checked before Ray starts"):
 
 * the model path (``actor_rollout_ref.model.path``; ``tokenizer_path``; the critic's when a critic runs):
   an existing directory with a ``config.json``, or a well-formed hub id, which must be in the local cache
@@ -171,7 +171,7 @@ def check_reward(config: Mapping[str, Any]) -> tuple[list[Problem], bool]:
                 f"{base}.path",
                 path,
                 "no such file",
-                "Give the reward function's .py file (README, Datasets).",
+                "Give the reward function's .py file (docs/datasets-and-rewards.md).",
             )
         ], False
     if file.resolve() != our_reward_file():

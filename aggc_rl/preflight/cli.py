@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from aggc_rl.preflight.compose import compose_plain
 from aggc_rl.preflight.problems import PreflightError, Problem
 
 #: Exit status of a run refused before it started (as the cluster scripts' bad settings).
@@ -71,17 +70,6 @@ def other_config(argv: Sequence[str]) -> bool:
 def wants_cfg(argv: Sequence[str]) -> bool:
     """A ``--cfg job`` (or ``-c``) run: Hydra prints the config and never calls ``main``."""
     return any(a in _CFG_FLAGS or a.startswith("--cfg=") for a in argv)
-
-
-def compose_or_explain(
-    config_dir: str, config_name: str, argv: Sequence[str], explain: Callable[[Sequence[str]], None]
-) -> dict[str, Any]:
-    """Compose without verl; on failure let ``explain`` raise a clearer error first (unknown clip keys)."""
-    try:
-        return compose_plain(config_dir, config_name, overrides_of(argv))
-    except Exception:
-        explain(argv)  # e.g. an unknown clip key: say what is allowed, not only "not in struct"
-        raise
 
 
 def check_before_start(

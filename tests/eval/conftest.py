@@ -31,7 +31,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny Qwen2 (positions for K&K-length prompts) whose tokenizer has a chat template."""
     from transformers import AutoTokenizer
 
-    from verl_patches.cpu.harness import make_tiny_model_dir
+    from verl_cpu.harness import make_tiny_model_dir
 
     path = tmp_path_factory.mktemp("tiny_model")
     make_tiny_model_dir(path, max_position_embeddings=2048)
@@ -43,7 +43,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_without_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from verl_patches.cpu.harness import make_tiny_model_dir
+    from verl_cpu.harness import make_tiny_model_dir
 
     return Path(
         make_tiny_model_dir(

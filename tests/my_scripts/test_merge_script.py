@@ -18,7 +18,7 @@ import pytest
 import torch
 from support.distributed import run_distributed
 
-from verl_patches.cpu import harness as verl_cpu
+from verl_cpu import harness
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MERGE = REPO_ROOT / "my_scripts" / "merge_ckpt" / "merge.sh"
@@ -37,16 +37,16 @@ def run_merge(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 def _save_two_steps(rank: int, world: int, model_path: str, root: str) -> None:
-    verl_cpu.use_cpu_platform()
-    cfg = verl_cpu.clip_ppo_config(model_path, 4, "actor_rollout_ref.actor.clip=aggc")
-    setup = verl_cpu.engine_setup(cfg)
-    engine = verl_cpu.build_engine(setup)
-    loss_fn = verl_cpu.ppo_loss_fn(setup)
+    harness.use_cpu_platform()
+    cfg = harness.clip_ppo_config(model_path, 4, "actor_rollout_ref.actor.clip=aggc")
+    setup = harness.engine_setup(cfg)
+    engine = harness.build_engine(setup)
+    loss_fn = harness.ppo_loss_fn(setup)
     for step, save_as in ((0, 2), (1, 10)):
-        batch = verl_cpu.make_ppo_batch(setup, cfg, verl_cpu.make_padded_batch(VOCAB_SIZE, seed=step))
-        verl_cpu.train_step(engine, batch, loss_fn)
+        batch = harness.make_ppo_batch(setup, cfg, harness.make_padded_batch(VOCAB_SIZE, seed=step))
+        harness.train_step(engine, batch, loss_fn)
         engine.save_checkpoint(os.path.join(root, f"global_step_{save_as}", "actor"), global_step=save_as)
-        params = verl_cpu.full_params(engine)
+        params = harness.full_params(engine)
         if rank == 0:
             torch.save(params, os.path.join(root, f"params_step_{save_as}.pt"))
 
@@ -55,7 +55,7 @@ def _save_two_steps(rank: int, world: int, model_path: str, root: str) -> None:
 def checkpoints(tmp_path_factory) -> Path:
     """``root/global_step_{2,10}/actor`` from a 2-rank FSDP2 run, plus each step's full parameters."""
     tmp = tmp_path_factory.mktemp("merge")
-    model_path = verl_cpu.make_tiny_model_dir(tmp / "model")
+    model_path = harness.make_tiny_model_dir(tmp / "model")
     root = tmp / "checkpoints"
     previous = os.environ.get("VERL_PLATFORM")
     os.environ["VERL_PLATFORM"] = "cpu"  # inherited by the spawned ranks

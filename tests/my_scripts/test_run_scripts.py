@@ -37,7 +37,7 @@ from script_sandbox import (
 
 from aggc_rl.clipping import RULE_NAMES
 from aggc_rl.train import CONFIG_DIR, CONFIG_NAME
-from verl_patches.cpu import harness as verl_cpu
+from verl_cpu import harness
 
 pytestmark = pytest.mark.filterwarnings("ignore:Disabled critic as algorithm.adv_estimator:UserWarning")
 
@@ -142,7 +142,7 @@ def sandbox(tmp_path) -> Sandbox:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
     """A local model directory for the model dataclass (the real one would download a 3B model)."""
-    return verl_cpu.make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+    return harness.make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def dry_run_args(sandbox: Sandbox, script: str, *extra: str, **env: str) -> list[str]:

@@ -9,26 +9,14 @@ from collections.abc import Callable
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from aggc_rl.process_groups import finish_together
+
 
 def _entry(rank: int, world: int, init_file: str, fn: Callable[..., None], args: tuple) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     fn(rank, world, *args)
     finish_together(rank, world, init_file + ".exit")
-
-
-def finish_together(rank: int, world: int, store_file: str) -> None:
-    """Tear gloo down only once every rank is done with it.
-
-    A rank that closes its sockets while a peer is still completing its last collective aborts that
-    peer ("terminate called without an active exception"). A file store outside gloo tells each rank
-    that all others have left their last collective.
-    """
-    dist.barrier()
-    store = dist.FileStore(store_file, world)
-    store.set(f"done{rank}", "1")
-    store.wait([f"done{r}" for r in range(world)])
-    dist.destroy_process_group()
 
 
 def run_distributed(fn: Callable[..., None], world: int = 2, *args) -> None:

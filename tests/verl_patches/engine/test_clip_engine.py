@@ -16,7 +16,7 @@ from support.distributed import run_distributed
 from verl.utils.metric.utils import Metric
 
 from aggc_rl.clipping import RULE_NAMES, group_of
-from verl_patches.cpu import harness as verl_cpu
+from verl_cpu import harness
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +25,14 @@ STEPS = 3
 
 
 def build(model_path: str, *overrides: str):
-    cfg = verl_cpu.clip_ppo_config(model_path, STEPS, *overrides)
-    setup = verl_cpu.engine_setup(cfg)
+    cfg = harness.clip_ppo_config(model_path, STEPS, *overrides)
+    setup = harness.engine_setup(cfg)
     assert setup.backend == "aggc_fsdp2"
-    return cfg, setup, verl_cpu.build_engine(setup)
+    return cfg, setup, harness.build_engine(setup)
 
 
 def batch_for(step: int, setup, cfg):
-    return verl_cpu.make_ppo_batch(setup, cfg, verl_cpu.make_padded_batch(VOCAB_SIZE, seed=step))
+    return harness.make_ppo_batch(setup, cfg, harness.make_padded_batch(VOCAB_SIZE, seed=step))
 
 
 def value(metric) -> float:
@@ -62,7 +62,7 @@ def record_full_grads(engine) -> list[dict[str, torch.Tensor]]:
 
 
 def _each_method_trains(rank: int, world: int, model_path: str) -> None:
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     for method in RULE_NAMES:
         extra = [
             "actor_rollout_ref.actor.clip_config.aggc.switch=0.3",
@@ -72,10 +72,10 @@ def _each_method_trains(rank: int, world: int, model_path: str) -> None:
         assert type(engine).__name__ == "ClipFSDPEngine"
         scheme = engine.clipper.grouping.scheme
         grads = record_full_grads(engine)
-        loss_fn = verl_cpu.ppo_loss_fn(setup)
+        loss_fn = harness.ppo_loss_fn(setup)
         history = []
         for step in range(STEPS):
-            metrics = verl_cpu.train_step(engine, batch_for(step, setup, cfg), loss_fn)
+            metrics = harness.train_step(engine, batch_for(step, setup, cfg), loss_fn)
             history.append(metrics)
             result = engine.last_clip
             # Independent, unsharded group norms from the gathered gradients.
@@ -112,12 +112,12 @@ def _each_method_trains(rank: int, world: int, model_path: str) -> None:
 @pytest.mark.parametrize("world", [1, 2])
 def test_each_method_trains_with_exact_group_norms(world, tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_each_method_trains, world, model_path)
 
 
 def _resume_is_exact(rank: int, world: int, model_path: str, ckpt: str) -> None:
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     overrides = [
         "actor_rollout_ref.actor.clip=aggc",
         "actor_rollout_ref.actor.clip_config.aggc.ema_init=first",
@@ -126,13 +126,13 @@ def _resume_is_exact(rank: int, world: int, model_path: str, ckpt: str) -> None:
     overrides.append(f"actor_rollout_ref.actor.optim.total_training_steps={k + more}")
 
     cfg, setup, straight = build(model_path, *overrides)
-    loss_fn = verl_cpu.ppo_loss_fn(setup)
+    loss_fn = harness.ppo_loss_fn(setup)
     for step in range(k):
-        verl_cpu.train_step(straight, batch_for(step, setup, cfg), loss_fn)
+        harness.train_step(straight, batch_for(step, setup, cfg), loss_fn)
     straight.save_checkpoint(ckpt, global_step=k)
     saved_state = {key: v.clone() for key, v in straight.clipper.state.items()}
     for step in range(k, k + more):
-        verl_cpu.train_step(straight, batch_for(step, setup, cfg), loss_fn)
+        harness.train_step(straight, batch_for(step, setup, cfg), loss_fn)
 
     cfg, setup, resumed = build(model_path, *overrides)
     resumed.load_checkpoint(ckpt, del_local_after_load=False)
@@ -141,13 +141,13 @@ def _resume_is_exact(rank: int, world: int, model_path: str, ckpt: str) -> None:
     assert int(resumed.clipper.state["step"]) == k and resumed.training_progress() == pytest.approx(
         k / (k + more)
     )
-    loss_fn = verl_cpu.ppo_loss_fn(setup)
+    loss_fn = harness.ppo_loss_fn(setup)
     for step in range(k, k + more):
-        verl_cpu.train_step(resumed, batch_for(step, setup, cfg), loss_fn)
+        harness.train_step(resumed, batch_for(step, setup, cfg), loss_fn)
 
     for key, v in straight.clipper.state.items():
         torch.testing.assert_close(resumed.clipper.state[key], v, rtol=1e-6, atol=0)
-    a, b = verl_cpu.full_params(straight), verl_cpu.full_params(resumed)
+    a, b = harness.full_params(straight), harness.full_params(resumed)
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-7, msg=name)
 
@@ -155,7 +155,7 @@ def _resume_is_exact(rank: int, world: int, model_path: str, ckpt: str) -> None:
 @pytest.mark.parametrize("world", [1, 2])
 def test_stopped_and_resumed_run_continues_exactly(world, tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     ckpt = tmp_path / "global_step_2" / "actor"
     run_distributed(_resume_is_exact, world, model_path, str(ckpt))
     files = sorted(p.name for p in ckpt.iterdir() if p.name.startswith("clip_state"))
@@ -163,9 +163,9 @@ def test_stopped_and_resumed_run_continues_exactly(world, tmp_path, monkeypatch)
 
 
 def _missing_state_is_refused(rank: int, world: int, model_path: str, ckpt: str) -> None:
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     cfg, setup, engine = build(model_path, "actor_rollout_ref.actor.clip=aggc")
-    verl_cpu.train_step(engine, batch_for(0, setup, cfg), verl_cpu.ppo_loss_fn(setup))
+    harness.train_step(engine, batch_for(0, setup, cfg), harness.ppo_loss_fn(setup))
     engine.save_checkpoint(ckpt, global_step=1)
     import os
 
@@ -176,21 +176,21 @@ def _missing_state_is_refused(rank: int, world: int, model_path: str, ckpt: str)
 
 def test_checkpoint_without_clip_state_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_missing_state_is_refused, 1, model_path, str(tmp_path / "ckpt"))
 
 
 def _worker_round_trip(model_path: str, ckpt_root: str, world: int) -> dict:
     import ray
 
-    verl_cpu.use_cpu_platform()
-    cfg = verl_cpu.clip_ppo_config(model_path, STEPS, "actor_rollout_ref.actor.clip=aggc")
-    verl_cpu.start_ray_on_cpu(num_workers=world)
+    harness.use_cpu_platform()
+    cfg = harness.clip_ppo_config(model_path, STEPS, "actor_rollout_ref.actor.clip=aggc")
+    harness.start_ray_on_cpu(num_workers=world)
     try:
-        group = verl_cpu.actor_worker_group(cfg, world)
+        group = harness.actor_worker_group(cfg, world)
         group.init_model()
-        batch = lambda seed: verl_cpu.to_update_actor_batch(  # noqa: E731
-            verl_cpu.make_padded_batch(
+        batch = lambda seed: harness.to_update_actor_batch(  # noqa: E731
+            harness.make_padded_batch(
                 VOCAB_SIZE, batch_size=cfg.actor_rollout_ref.actor.ppo_mini_batch_size, seed=seed
             ),
             cfg,
@@ -214,8 +214,8 @@ def _worker_round_trip(model_path: str, ckpt_root: str, world: int) -> dict:
 
 def test_actor_rollout_ref_worker_saves_and_restores_the_clipper_state(tmp_path):
     world = 2
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
-    metrics = verl_cpu.run_in_fresh_process(
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
+    metrics = harness.run_in_fresh_process(
         _worker_round_trip, model_path, str(tmp_path), world, env={"VERL_PLATFORM": "cpu"}
     )
     # The worker returns them unprefixed; the trainer logs them as actor/clip/...
@@ -234,7 +234,7 @@ def test_actor_rollout_ref_worker_saves_and_restores_the_clipper_state(tmp_path)
 
 
 def _lora_groups(rank: int, world: int, model_path: str) -> None:
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     cfg, setup, engine = build(
         model_path,
         "actor_rollout_ref.actor.clip=aggc",
@@ -244,22 +244,22 @@ def _lora_groups(rank: int, world: int, model_path: str) -> None:
     projections = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert set(engine.clipper.groups) == projections
     assert all(".lora_" in name for name in engine.clipper.param_names)
-    metrics = verl_cpu.train_step(engine, batch_for(0, setup, cfg), verl_cpu.ppo_loss_fn(setup))
+    metrics = harness.train_step(engine, batch_for(0, setup, cfg), harness.ppo_loss_fn(setup))
     assert {k.split("/")[-1] for k in metrics if k.startswith("clip/norm/")} == projections
 
 
 def test_lora_groups_are_the_adapted_projections(tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_lora_groups, 1, model_path)
 
 
 def _non_finite_step_is_skipped(rank: int, world: int, model_path: str) -> None:
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     cfg, setup, engine = build(model_path, "actor_rollout_ref.actor.clip=aggc")
-    loss_fn = verl_cpu.ppo_loss_fn(setup)
-    verl_cpu.train_step(engine, batch_for(0, setup, cfg), loss_fn)
-    before = verl_cpu.full_params(engine)
+    loss_fn = harness.ppo_loss_fn(setup)
+    harness.train_step(engine, batch_for(0, setup, cfg), loss_fn)
+    before = harness.full_params(engine)
     state = {k: v.clone() for k, v in engine.clipper.state.items()}
     clip = engine.clipper.clip_
 
@@ -269,10 +269,10 @@ def _non_finite_step_is_skipped(rank: int, world: int, model_path: str) -> None:
         return clip(progress=progress)
 
     engine.clipper.clip_ = poisoned_clip
-    metrics = verl_cpu.train_step(engine, batch_for(1, setup, cfg), loss_fn)
+    metrics = harness.train_step(engine, batch_for(1, setup, cfg), loss_fn)
     assert value(metrics["clip/skipped"]) == 1.0
     assert not torch.isfinite(torch.tensor(metrics["grad_norm"]))
-    after = verl_cpu.full_params(engine)
+    after = harness.full_params(engine)
     for name, tensor in before.items():
         assert torch.equal(after[name], tensor), f"{name} changed on a skipped step"
     for key, tensor in state.items():
@@ -281,7 +281,7 @@ def _non_finite_step_is_skipped(rank: int, world: int, model_path: str) -> None:
 
 def test_non_finite_gradient_skips_the_optimizer_step(tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_non_finite_step_is_skipped, 1, model_path)
 
 
@@ -301,15 +301,15 @@ def optimizer_moments(engine) -> dict[str, dict[str, torch.Tensor]]:
 
 def _non_finite_on_one_rank(rank: int, world: int, model_path: str, ckpt: str) -> None:
     """DeepSpeed-style fault injection: inf, -inf, NaN in one group on rank 0 only; both ranks skip."""
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     overrides = ["actor_rollout_ref.actor.clip=aggc"]
     cfg, setup, engine = build(model_path, *overrides)
-    loss_fn = verl_cpu.ppo_loss_fn(setup)
-    verl_cpu.train_step(engine, batch_for(0, setup, cfg), loss_fn)
+    loss_fn = harness.ppo_loss_fn(setup)
+    harness.train_step(engine, batch_for(0, setup, cfg), loss_fn)
     assert {"exp_avg", "exp_avg_sq", "step"} <= set(next(iter(optimizer_moments(engine).values())))
     clip = engine.clipper.clip_
     for i, bad in enumerate((float("inf"), float("-inf"), float("nan"))):
-        params, moments = verl_cpu.full_params(engine), optimizer_moments(engine)
+        params, moments = harness.full_params(engine), optimizer_moments(engine)
         rule_state = {k: v.clone() for k, v in engine.clipper.state.items()}
 
         def poisoned_clip(progress: float = 0.0, bad=bad):
@@ -319,12 +319,12 @@ def _non_finite_on_one_rank(rank: int, world: int, model_path: str, ckpt: str) -
             return clip(progress=progress)
 
         engine.clipper.clip_ = poisoned_clip
-        metrics = verl_cpu.train_step(engine, batch_for(1 + i, setup, cfg), loss_fn)
+        metrics = harness.train_step(engine, batch_for(1 + i, setup, cfg), loss_fn)
         result = engine.last_clip
         assert value(metrics["clip/skipped"]) == 1.0, f"rank {rank} did not skip {bad}"
         assert result.non_finite_groups == ["up_proj"]
         assert result.non_finite_total == i + 1 and value(metrics["clip/skips_non_finite_total"]) == i + 1
-        for name, tensor in verl_cpu.full_params(engine).items():
+        for name, tensor in harness.full_params(engine).items():
             assert torch.equal(tensor, params[name]), f"{name} changed on a skipped step ({bad})"
         for name, state in optimizer_moments(engine).items():
             for key, tensor in state.items():
@@ -333,10 +333,10 @@ def _non_finite_on_one_rank(rank: int, world: int, model_path: str, ckpt: str) -
             assert torch.equal(engine.clipper.state[key], tensor), key
         assert all(p.grad is None or not p.grad.to_local().any() for p in engine.module.parameters())
     engine.clipper.clip_ = clip
-    params = verl_cpu.full_params(engine)
-    metrics = verl_cpu.train_step(engine, batch_for(9, setup, cfg), loss_fn)
+    params = harness.full_params(engine)
+    metrics = harness.train_step(engine, batch_for(9, setup, cfg), loss_fn)
     assert value(metrics["clip/skipped"]) == 0.0 and value(metrics["clip/consecutive_skips"]) == 0.0
-    assert any(not torch.equal(t, params[n]) for n, t in verl_cpu.full_params(engine).items())
+    assert any(not torch.equal(t, params[n]) for n, t in harness.full_params(engine).items())
     engine.save_checkpoint(ckpt, global_step=5)
     guard_state = engine.clipper.guard_state
 
@@ -348,7 +348,7 @@ def _non_finite_on_one_rank(rank: int, world: int, model_path: str, ckpt: str) -
 @pytest.mark.parametrize("world", [2])
 def test_non_finite_on_one_rank_skips_on_every_rank_and_keeps_adam_state(world, tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_non_finite_on_one_rank, world, model_path, str(tmp_path / "global_step_5" / "actor"))
 
 
@@ -358,15 +358,15 @@ def _resume_checks(rank: int, world: int, model_path: str, ckpt: str) -> None:
 
     from aggc_rl.clipping import ClipStateDamaged, ClipStateMismatch
 
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     cfg, setup, engine = build(model_path, "actor_rollout_ref.actor.clip=aggc")
-    verl_cpu.train_step(engine, batch_for(0, setup, cfg), verl_cpu.ppo_loss_fn(setup))
+    harness.train_step(engine, batch_for(0, setup, cfg), harness.ppo_loss_fn(setup))
     engine.save_checkpoint(ckpt, global_step=1)
     state_file = os.path.join(ckpt, "clip_state_world_size_1_rank_0.pt")
 
     # Another rule (and so another knob value): refused before anything is loaded, every difference named.
     _, _, other = build(model_path, "actor_rollout_ref.actor.clip=aggc_official")
-    params = verl_cpu.full_params(other)
+    params = harness.full_params(other)
     with pytest.raises(ClipStateMismatch) as err:
         other.load_checkpoint(ckpt, del_local_after_load=False)
     message = str(err.value)
@@ -377,7 +377,7 @@ def _resume_checks(rank: int, world: int, model_path: str, ckpt: str) -> None:
         "set actor_rollout_ref.actor.clip_config.resume_mismatch=reset",
     ):
         assert part in message, (part, message)
-    assert all(torch.equal(t, params[n]) for n, t in verl_cpu.full_params(other).items())
+    assert all(torch.equal(t, params[n]) for n, t in harness.full_params(other).items())
 
     _, _, knob = build(
         model_path, "actor_rollout_ref.actor.clip=aggc", "actor_rollout_ref.actor.clip_config.aggc.beta=0.9"
@@ -400,8 +400,8 @@ def _resume_checks(rank: int, world: int, model_path: str, ckpt: str) -> None:
     )
     reset.load_checkpoint(ckpt, del_local_after_load=False)
     assert int(reset.clipper.state["step"]) == 0
-    saved_params = verl_cpu.full_params(engine)
-    assert all(torch.equal(t, saved_params[n]) for n, t in verl_cpu.full_params(reset).items())
+    saved_params = harness.full_params(engine)
+    assert all(torch.equal(t, saved_params[n]) for n, t in harness.full_params(reset).items())
 
     # A truncated clipper-state file: refused, naming the file, the step and the ways out.
     with open(state_file, "rb") as f:
@@ -422,5 +422,5 @@ def _resume_checks(rank: int, world: int, model_path: str, ckpt: str) -> None:
 
 def test_resume_refuses_other_clip_settings_and_damaged_state(tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_resume_checks, 1, model_path, str(tmp_path / "ckpt" / "global_step_1" / "actor"))

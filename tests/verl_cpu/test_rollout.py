@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aggc_rl.tiny import TinySpec, build
-from verl_patches.cpu.rollout import (
+from verl_cpu.rollout import (
     ROLLOUT_NAME,
     HFGenerationServer,
     HFRolloutReplica,

