@@ -9,6 +9,7 @@ groups: here the rule, its knobs and the grouping are compared, and each file's 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aggc_rl.preflight.problems import Problem
@@ -28,13 +29,20 @@ def state_files(engine_dir: Path, world: int) -> list[Path | None]:
     return out
 
 
-def ways_out(resume: Resume, reset_key: str) -> str:
+def step_folder(path: str | Path) -> Path:
+    """The ``global_step_N`` folder that holds ``path`` (the GRPO actor's files are one level down)."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if re.fullmatch(r"global_step_\d+", folder.name):
+            return folder
+    return path
+
+
+def ways_out(step_dir: Path, reset_key: str) -> str:
     """What the user can do about an unusable state: only ways that exist for this checkpoint folder."""
     options = []
     usable = [
-        p
-        for p in earlier_steps(resume.step_dir)
-        if any(p.rglob(CLIP_STATE_PATTERN.format(world="*", rank="*")))
+        p for p in earlier_steps(step_dir) if any(p.rglob(CLIP_STATE_PATTERN.format(world="*", rank="*")))
     ]
     if usable:
         options.append(
@@ -69,7 +77,7 @@ def check_clip_state(
                 str(resume.engine_dir),
                 f"{where} holds no clipper state ({CLIP_STATE_PATTERN.format(world=world, rank=0)}): it was not "
                 "written by the aggc_fsdp2 engine, and resuming without it would restart the clip statistics at 0",
-                ways_out(resume, reset_key),
+                ways_out(resume.step_dir, reset_key),
             )
         ]
     rule = spec.build_rule()
@@ -83,14 +91,14 @@ def check_clip_state(
             reason = " ".join(str(err).split())[:300]
             return [
                 Problem(CHECKPOINT, str(path), f"the clipper state of {where} is damaged and cannot be read "
-                        f"({type(err).__name__}: {reason})", ways_out(resume, reset_key))
+                        f"({type(err).__name__}: {reason})", ways_out(resume.step_dir, reset_key))
             ]  # fmt: skip
         if differences:
             return [
                 Problem(CHECKPOINT, str(path), f"the clipper state of {where} was saved for other clip settings "
                         f"than this run's ({prefix}.clip={method}): {'; '.join(differences)}",
-                        f"Resume with the checkpoint's settings, or {ways_out(resume, reset_key)[0].lower()}"
-                        f"{ways_out(resume, reset_key)[1:]}")
+                        f"Resume with the checkpoint's settings, or {ways_out(resume.step_dir, reset_key)[0].lower()}"
+                        f"{ways_out(resume.step_dir, reset_key)[1:]}")
             ]  # fmt: skip
         if groups_seen is None:
             groups_seen = list(saved["groups"])
@@ -98,6 +106,6 @@ def check_clip_state(
             return [
                 Problem(CHECKPOINT, str(path), f"the clipper states of {where} disagree on the groups between "
                         "ranks (the state is replicated, so the files are not from one run)",
-                        ways_out(resume, reset_key))
+                        ways_out(resume.step_dir, reset_key))
             ]  # fmt: skip
     return []

@@ -15,6 +15,7 @@ _NOISE = (
     "To append to your config",
     "See https://",
     "object_type=",
+    "full_key:",
     "Either remove + prefix",
     "Or add a second +",
 )
