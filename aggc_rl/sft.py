@@ -112,7 +112,7 @@ def check_run_dir(config: Mapping[str, Any]) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     lock = os.environ.get("RANK", "0") == "0"  # torchrun: one holder per run, the others follow rank 0
     try:
-        done = prepare_run_dir(config, clip, sft=True, world=world, lock=lock, what="SFT run")
+        done = prepare_run_dir(config, clip, sft=True, world=world, lock=lock, what="the SFT run")
     except (PreflightError, RunDirLocked) as err:
         refuse(err)
     if done is not None:

@@ -45,7 +45,7 @@ def holder_of(path: Path) -> str:
     return f"host {info.get('host', '?')}, pid {info.get('pid', '?')}, started {info.get('started', '?')}"
 
 
-def acquire(directory: str | Path, what: str = "run") -> RunLock:
+def acquire(directory: str | Path, what: str = "the run") -> RunLock:
     """Take the directory's lock or raise :class:`RunDirLocked` naming the holder; the lock is not inherited."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,8 +56,8 @@ def acquire(directory: str | Path, what: str = "run") -> RunLock:
     except BlockingIOError:
         os.close(fd)
         raise RunDirLocked(
-            f"another {what} is using {directory} (lock {path} held by {holder_of(path)}); wait for it to end, "
-            "or give this run another trainer.default_local_dir"
+            f"another run is using {directory} (lock {path} held by {holder_of(path)}), so {what} would mix its "
+            "checkpoints and metrics with it; wait for it to end, or give this run another trainer.default_local_dir"
         ) from None
     info = {
         "host": socket.gethostname(),
@@ -73,7 +73,7 @@ def acquire(directory: str | Path, what: str = "run") -> RunLock:
 _HELD: list[RunLock] = []
 
 
-def hold(directory: str | Path, what: str = "run") -> RunLock:
+def hold(directory: str | Path, what: str = "the run") -> RunLock:
     """:func:`acquire` and keep the lock until this process exits."""
     lock = acquire(directory, what)
     _HELD.append(lock)
