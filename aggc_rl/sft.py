@@ -154,12 +154,13 @@ def check_before_verl(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    from verl_patches.plugin import load
-    from verl_patches.sft import single_process_env
-
     check_before_verl(
         sys.argv[1:]
     )  # before verl is imported (the plugin imports it) and before any rank trains
+
+    from verl_patches.plugin import load
+    from verl_patches.sft import single_process_env
+
     load()  # loud where verl's plugin loader would swallow an error
     single_process_env()
     main()

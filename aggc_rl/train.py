@@ -87,7 +87,9 @@ def check_run_dir(config: Mapping[str, Any]) -> None:
         RL_ACTOR, actor.get("clip", "global"), actor.get("clip_config"), actor["optim"]["clip_grad"]
     )
     try:
-        done = prepare_run_dir(config, clip, sft=False, world=world_size(config), lock=True, what="the RL run")
+        done = prepare_run_dir(
+            config, clip, sft=False, world=world_size(config), lock=True, what="the RL run"
+        )
     except (PreflightError, RunDirLocked) as err:
         refuse(err)
     if done is not None:
