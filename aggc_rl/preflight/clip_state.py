@@ -38,12 +38,15 @@ def step_folder(path: str | Path) -> Path:
     return path
 
 
-def ways_out(step_dir: Path, reset_key: str) -> str:
-    """What the user can do about an unusable state: only ways that exist for this checkpoint folder."""
-    options = []
-    usable = [
-        p for p in earlier_steps(step_dir) if any(p.rglob(CLIP_STATE_PATTERN.format(world="*", rank="*")))
-    ]
+def ways_out(step_dir: Path, reset_key: str, earlier: bool = True, first: str | None = None) -> str:
+    """What the user can do about an unusable state: only ways that exist for this checkpoint folder.
+
+    ``earlier``: an earlier checkpoint with a clipper state is a way out (a damaged or missing file; not
+    other settings, which the earlier steps of the same run share). ``first``: a way out to offer first.
+    """
+    options = [first] if first else []
+    pattern = CLIP_STATE_PATTERN.format(world="*", rank="*")
+    usable = [p for p in earlier_steps(step_dir) if any(p.rglob(pattern))] if earlier else []
     if usable:
         options.append(
             f"resume from an earlier checkpoint (trainer.resume_mode=resume_path trainer.resume_from_path={usable[0]}"
@@ -97,8 +100,8 @@ def check_clip_state(
             return [
                 Problem(CHECKPOINT, str(path), f"the clipper state of {where} was saved for other clip settings "
                         f"than this run's ({prefix}.clip={method}): {'; '.join(differences)}",
-                        f"Resume with the checkpoint's settings, or {ways_out(resume.step_dir, reset_key)[0].lower()}"
-                        f"{ways_out(resume.step_dir, reset_key)[1:]}")
+                        ways_out(resume.step_dir, reset_key, earlier=False,
+                                 first="resume with the checkpoint's settings"))
             ]  # fmt: skip
         if groups_seen is None:
             groups_seen = list(saved["groups"])

@@ -89,6 +89,11 @@ def test_a_matching_state_passes_and_each_kind_of_unusable_state_is_refused(tmp_
     (root / "latest_checkpointed_iteration.txt").write_text("3")
     (damaged,) = check(root, world=2)
     assert f"trainer.resume_from_path={root / 'global_step_1'}" in str(damaged)  # now it exists
+    (mismatch,) = check(root, world=2, aggc={"beta": 0.9})
+    # The run's earlier steps share its settings: not a way out of a mismatch.
+    assert "resume with the checkpoint's settings" in str(mismatch) and "earlier checkpoint" not in str(
+        mismatch
+    )
 
     for path in engine_dir.glob("clip_state_*"):
         path.unlink()
