@@ -40,8 +40,27 @@ def model(tmp_path_factory) -> str:
 )
 def test_bad_clip_and_template_settings_are_refused(model, args, message):
     out = start(f"model.path={model}", *args)
-    assert out.returncode != 0 and message in out.stderr, out.stderr[-2000:]
+    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "Platform override" not in out.stderr  # before verl, one message
     assert "Epoch" not in out.stderr + out.stdout  # nothing trained
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["clip=aggc"], "the switch is engine.clip=aggc"),
+        (["actor.clip=aggc"], "the switch is engine.clip=aggc"),
+        (["engine.foo=1"], "Key 'foo' is not in struct; allowed under engine:"),
+        # value problems alone: a dry run only warns about the (missing) default data
+        (["optim.lr=nan", "--cfg", "job"], "optim.lr=nan: not a finite number"),
+        (["engine.strategy=fsdp", "--cfg", "job"], "engine.strategy='fsdp': the clip engine"),
+    ],
+)
+def test_other_bad_settings_exit_2_in_one_line(model, args, message):
+    out = start(f"model.path={model}", *args)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
 
 
 def test_a_missing_model_and_data_are_refused_with_exit_2(tmp_path):

@@ -88,10 +88,28 @@ def single_process_env() -> None:
 
 
 def run_sft(config) -> None:
-    """verl's ``run_sft`` (process group, ``SFTTrainer``, fit) with the patches above."""
+    """verl's ``run_sft`` (process group, ``SFTTrainer``, fit) with the patches above.
+
+    A run whose resumed checkpoint is already at the last step stops here: verl's ``fit`` would train one
+    step past ``total_training_steps`` and save it. The preflight stops such a run before anything starts
+    when ``trainer.total_training_steps`` is given; when verl computes it (epochs x batches), only the
+    trainer knows it, after loading the checkpoint.
+    """
     from verl.trainer import sft_trainer
     from verl.utils.device import auto_set_device
+    from verl.utils.distributed import destroy_global_process_group, initialize_global_process_group
 
     install_sft_patches()
     auto_set_device(config)
-    sft_trainer.run_sft(config)
+    initialize_global_process_group()
+    trainer = sft_trainer.SFTTrainer(config=config)
+    if trainer.resume_global_step >= trainer.total_training_steps:
+        if torch.distributed.get_rank() == 0:
+            print(
+                f"the run is finished: the resumed checkpoint is at step {trainer.resume_global_step} of "
+                f"{trainer.total_training_steps} training steps; nothing is trained or saved",
+                flush=True,
+            )
+    else:
+        trainer.fit()
+    destroy_global_process_group()

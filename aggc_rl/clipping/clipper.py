@@ -333,39 +333,7 @@ class GradClipper:
 
         Raises :class:`ClipStateDamaged` when ``state_dict`` is not a readable clipper state at all.
         """
-        _check_structure(state_dict)
-        differences: list[str] = []
-        fresh = self.rule.init(len(self.grouping), dtype=torch.float64)
-        saved_rule, saved_state = state_dict["rule"], state_dict["state"]
-        if set(saved_state) != set(fresh):
-            differences.append(
-                f"rule {saved_rule!r} holds {sorted(saved_state)}, but rule {self.rule.name!r} needs {sorted(fresh)}"
-            )
-        elif saved_rule != self.rule.name:
-            differences.append(f"rule: saved {saved_rule!r}, now {self.rule.name!r}")
-        saved_knobs, knobs = dict(state_dict["knobs"]), knob_values(self.rule)
-        if saved_rule == self.rule.name or set(saved_knobs) == set(knobs):
-            for knob in sorted(set(saved_knobs) | set(knobs)):
-                old, new = saved_knobs.get(knob, "<absent>"), knobs.get(knob, "<absent>")
-                if not _same(old, new):
-                    differences.append(f"knob {knob!r}: saved {old!r}, now {new!r}")
-        if state_dict["scheme"] != self.grouping.scheme:
-            differences.append(f"grouping: saved {state_dict['scheme']!r}, now {self.grouping.scheme!r}")
-        saved, ours = list(state_dict["groups"]), list(self.grouping.names)
-        if saved != ours:
-            missing = [g for g in ours if g not in saved][:5]
-            extra = [g for g in saved if g not in ours][:5]
-            differences.append(
-                f"groups: saved for {len(saved)} groups but this model has {len(ours)} "
-                f"(missing from the saved state: {missing}; not in this model: {extra}; or a different order)"
-            )
-        if not differences:
-            for key, value in saved_state.items():
-                if tuple(value.shape) != tuple(fresh[key].shape):
-                    differences.append(
-                        f"state {key!r}: saved shape {tuple(value.shape)}, now {tuple(fresh[key].shape)}"
-                    )
-        return differences
+        return state_differences(state_dict, self.rule, self.grouping.scheme, self.grouping.names)
 
     def load_state_dict(self, state_dict: dict[str, Any], *, on_mismatch: str = "refuse") -> list[str]:
         """Restore a saved state exactly (rule state and guard state).
@@ -394,6 +362,50 @@ class GradClipper:
             GuardState() if saved_guard is None else GuardState.from_state_dict(saved_guard, self.guard)
         )
         return differences
+
+
+def state_differences(
+    state_dict: Any, rule: ClipRule, scheme: str, groups: Sequence[str] | None = None
+) -> list[str]:
+    """How a saved state differs from a clipper of ``rule`` over ``groups`` grouped by ``scheme``.
+
+    ``groups=None`` leaves the groups (and the state's shapes) unchecked: the preflight knows the settings
+    before any model is built; the engine checks everything once it has the parameters. Raises
+    :class:`ClipStateDamaged` when ``state_dict`` is not a readable clipper state at all.
+    """
+    _check_structure(state_dict)
+    differences: list[str] = []
+    saved, ours = list(state_dict["groups"]), list(state_dict["groups"] if groups is None else groups)
+    fresh = rule.init(len(ours), dtype=torch.float64)
+    saved_rule, saved_state = state_dict["rule"], state_dict["state"]
+    if set(saved_state) != set(fresh):
+        differences.append(
+            f"rule {saved_rule!r} holds {sorted(saved_state)}, but rule {rule.name!r} needs {sorted(fresh)}"
+        )
+    elif saved_rule != rule.name:
+        differences.append(f"rule: saved {saved_rule!r}, now {rule.name!r}")
+    saved_knobs, knobs = dict(state_dict["knobs"]), knob_values(rule)
+    if saved_rule == rule.name or set(saved_knobs) == set(knobs):
+        for knob in sorted(set(saved_knobs) | set(knobs)):
+            old, new = saved_knobs.get(knob, "<absent>"), knobs.get(knob, "<absent>")
+            if not _same(old, new):
+                differences.append(f"knob {knob!r}: saved {old!r}, now {new!r}")
+    if state_dict["scheme"] != scheme:
+        differences.append(f"grouping: saved {state_dict['scheme']!r}, now {scheme!r}")
+    if saved != ours:
+        missing = [g for g in ours if g not in saved][:5]
+        extra = [g for g in saved if g not in ours][:5]
+        differences.append(
+            f"groups: saved for {len(saved)} groups but this model has {len(ours)} "
+            f"(missing from the saved state: {missing}; not in this model: {extra}; or a different order)"
+        )
+    if not differences:
+        for key, value in saved_state.items():
+            if tuple(value.shape) != tuple(fresh[key].shape):
+                differences.append(
+                    f"state {key!r}: saved shape {tuple(value.shape)}, now {tuple(fresh[key].shape)}"
+                )
+    return differences
 
 
 def _same(a: Any, b: Any) -> bool:

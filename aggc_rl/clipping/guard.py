@@ -174,10 +174,25 @@ def stop_message(
         f"{state.consecutive} optimizer steps in a row were skipped (guard.max_consecutive_skips="
         f"{config.max_consecutive_skips}); the last, optimizer step {state.calls}, was skipped because "
         f"{' and '.join(_describe(r, config) for r in reasons)} (total norm {total:.6g}; groups with "
-        f"non-finite norms: {bad}). Training stops instead of training on nothing; look at the data and the "
-        "learning rate of these steps, raise guard.skip_above / guard.skip_sigma, or set "
+        f"non-finite norms: {bad}). Training stops instead of training on nothing; {_advice(reasons)}, or set "
         "guard.max_consecutive_skips=0 to never stop."
     )
+
+
+def _advice(reasons: tuple[str, ...]) -> str:
+    """What to look at for these reasons: a threshold only helps against the skips it caused."""
+    if NON_FINITE in reasons:
+        # No threshold lets a NaN/inf gradient through: the cause is upstream of the clip.
+        return (
+            "a non-finite gradient is not a threshold problem: look for its source (the loss and its "
+            "coefficients, the learning rate, the data of these steps, bf16/fp16 overflow)"
+        )
+    knobs = [
+        f"guard.{knob}"
+        for reason, knob in ((ABOVE, "skip_above"), (SIGMA, "skip_sigma"))
+        if reason in reasons
+    ]
+    return f"look at the data and the learning rate of these steps, or raise {' / '.join(knobs)}"
 
 
 def _describe(reason: str, config: GuardConfig) -> str:

@@ -34,6 +34,9 @@ class PreflightError(ValueError):
 
     def __init__(self, problems: Sequence[Problem], what: str = "the run") -> None:
         self.problems = list(problems)
+        if len(self.problems) == 1:  # one problem, one line
+            super().__init__(f"preflight refused {what} before starting anything: {self.problems[0]}")
+            return
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(
             f"preflight refused {what} before starting anything ({len(self.problems)} problem(s)):\n{lines}"

@@ -23,9 +23,19 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-# Only the end of a response can hold its final answer; bounding what we ship bounds the child's work.
+# Bounding what we ship bounds the child's work (math-verify's regexes and sympy). A response up to
+# MAX_RESPONSE_CHARS goes whole; a longer one goes as an excerpt (:func:`excerpt`) that keeps its last
+# MAX_RESPONSE_CHARS characters and, around the last ANCHOR_HITS places of each final-answer marker, the
+# text math-verify would extract from -- so a right answer followed by a long tail is still seen.
 MAX_RESPONSE_CHARS = 2000
 MAX_GOLD_CHARS = 1000
+#: What math-verify prefers over the plain numbers at the end: ``\boxed{}``/``\fbox{}`` (its priority 50)
+#: and "final answer is ..." phrases (higher priority); GSM8K's ``####`` for good measure.
+ANCHORS = ("\\boxed", "\\fbox", "answer", "####")
+ANCHOR_HITS = 2
+BEFORE_ANCHOR = 200  # "The final answer is" and the like lead up to the answer
+AFTER_ANCHOR = 1000  # a boxed expression or an answer sentence
+GAP = "\n...\n"
 STARTUP_TIMEOUT_S = 120.0
 
 
@@ -36,6 +46,34 @@ class Verdict:
     pred: str | None
     correct: bool
     timed_out: bool = False
+
+
+def excerpt(response: str) -> str:
+    """``response`` when short; else its tail plus the windows around the last final-answer markers, in order.
+
+    math-verify takes the highest-priority kind of match anywhere in the text (a final-answer phrase, then
+    ``\\boxed``, then plain numbers), the rightmost of that kind; keeping the last windows of each marker
+    and the tail keeps those matches, at most ``MAX_RESPONSE_CHARS + 8 * 1200`` characters in all.
+    """
+    if len(response) <= MAX_RESPONSE_CHARS:
+        return response
+    lowered = response.lower()
+    spans = [(len(response) - MAX_RESPONSE_CHARS, len(response))]
+    for anchor in ANCHORS:
+        end = len(response)
+        for _ in range(ANCHOR_HITS):
+            at = lowered.rfind(anchor, 0, end)
+            if at < 0:
+                break
+            spans.append((max(0, at - BEFORE_ANCHOR), min(len(response), at + AFTER_ANCHOR)))
+            end = at
+    merged: list[list[int]] = []
+    for start, stop in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return GAP.join(response[start:stop] for start, stop in merged)
 
 
 def require_math_verify() -> None:
@@ -75,7 +113,7 @@ class MathVerifySandbox:
         return verdict
 
     def _check_once(self, gold: str, response: str, timeout_s: float) -> Verdict:
-        request = json.dumps({"gold": gold[:MAX_GOLD_CHARS], "response": response[-MAX_RESPONSE_CHARS:]})
+        request = json.dumps({"gold": gold[:MAX_GOLD_CHARS], "response": excerpt(response)})
         with self._lock:
             proc = self._ensure_started()
             try:

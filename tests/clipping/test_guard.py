@@ -177,9 +177,12 @@ def test_non_finite_skips_count_and_stop_after_max_consecutive(rule, base_grads)
         SkippedStepsError,
         match=rf"3 optimizer steps in a row were skipped \(guard.max_consecutive_skips=3\); the last, optimizer "
         rf"step 4, was skipped because a gradient norm was not finite .*groups with non-finite norms: {up}\)",
-    ):
+    ) as stopped:
         clipper.clip_()
     assert clipper.guard_state.non_finite_total == 3
+    # No threshold lets a NaN through: the advice points at its source, not at skip_above / skip_sigma.
+    assert "a non-finite gradient is not a threshold problem" in str(stopped.value)
+    assert "skip_above" not in str(stopped.value) and "skip_sigma" not in str(stopped.value)
 
 
 def test_a_taken_step_resets_the_consecutive_count(base_grads):
@@ -192,8 +195,10 @@ def test_a_taken_step_resets_the_consecutive_count(base_grads):
     with pytest.raises(
         SkippedStepsError,
         match=r"because the total norm was above guard.skip_above=1e-09.*non-finite norms: none",
-    ):
+    ) as stopped:
         clipper.clip_()
+    assert "or raise guard.skip_above," in str(stopped.value)  # the threshold that caused the skips
+    assert "not a threshold problem" not in str(stopped.value) and "skip_sigma" not in str(stopped.value)
     relaxed = GradClipper(model.named_parameters(), "aggc", guard=GuardConfig(max_consecutive_skips=2))
     for _ in range(3):  # skip, take, skip: never two in a row
         model.lm_head.weight.grad[0, 0] = math.nan

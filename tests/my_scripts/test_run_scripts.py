@@ -271,6 +271,24 @@ def test_cfg_job_accepts_the_args_of_every_script(tmp_path):
         assert job["trainer"]["n_gpus_per_node"] == EXPECTED[script]["trainer.n_gpus_per_node"]
 
 
+def test_the_short_form_passes_through_a_script_and_wins(sandbox):
+    """A script hands its arguments on after its own: ``actor.clip=...`` reaches the entry point and wins."""
+    args = dry_run_args(
+        sandbox, "run_qwen2.5-0.5b_gsm8k.sh", "actor.clip=zclip", "+actor.clip_config.zclip.alpha=0.9"
+    )
+    assert args[-2:] == ["actor.clip=zclip", "+actor.clip_config.zclip.alpha=0.9"]
+    out = subprocess.run(
+        [sys.executable, "-m", "aggc_rl.train", "--cfg", "job", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    actor = yaml.safe_load(out.stdout)["actor_rollout_ref"]["actor"]
+    assert actor["clip"] == "zclip" and actor["clip_config"]["zclip"]["alpha"] == 0.9  # the script said aggc
+    assert "actor.clip=zclip -> actor_rollout_ref.actor.clip=zclip" in out.stderr
+
+
 @pytest.mark.parametrize(
     ("typo", "message"),
     [

@@ -45,6 +45,36 @@ def test_math_verify_compares_values(response: str, truth: str, correct: bool) -
     assert result["pred"]
 
 
+#: A long tail after the answer, full of other numbers (a model that keeps talking after it answered).
+TAIL = "".join(f" Check {i}: {i} + {i} = {2 * i}." for i in range(400))
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "Adding the two amounts, the total is \\boxed{18}." + TAIL,
+        "The final answer is $18$." + TAIL,
+        "Step 1: 9 + 9 = 18. The answer is \\boxed{18}. " + "Now something else. " * 300 + "Total: 7",
+    ],
+)
+def test_a_right_answer_followed_by_a_long_tail_is_scored_right(response: str) -> None:
+    assert len(response) > 3 * math_verify_sandbox.MAX_RESPONSE_CHARS
+    # What the old tail-only window sent: the answer is cut off, and a number of the tail is extracted.
+    tail_only = math_verify_sandbox.check("18", response[-math_verify_sandbox.MAX_RESPONSE_CHARS :], 30.0)
+    assert not tail_only.correct
+    result = score(response, "18", timeout_s=30.0)
+    assert result["score"] == 1.0 and result["pred"], result
+    assert score(response, "19", timeout_s=30.0)["acc"] == 0.0
+
+
+def test_the_excerpt_keeps_short_responses_whole_and_bounds_long_ones() -> None:
+    assert math_verify_sandbox.excerpt("so \\boxed{3}") == "so \\boxed{3}"
+    long = "\\boxed{1} " * 5000
+    cut = math_verify_sandbox.excerpt(long)
+    assert len(cut) <= math_verify_sandbox.MAX_RESPONSE_CHARS + 8 * 1200 + 20
+    assert cut.endswith(long[-math_verify_sandbox.MAX_RESPONSE_CHARS :])
+
+
 def test_nothing_extracted_scores_zero() -> None:
     assert score("I do not know.", "18") == {"score": 0.0, "acc": 0.0, "pred": None}
 

@@ -46,12 +46,12 @@ from aggc_rl.clipping import (  # noqa: E402
     SkippedStepsError,
     resolve_clip,
 )
+from aggc_rl.preflight.clip_state import CLIP_STATE_PATTERN, step_folder, ways_out  # noqa: E402
 from verl_patches.engine.backend import CLIP_BACKEND, for_module_builder, route_to_clip_engine  # noqa: E402
 from verl_patches.engine.registry import register_engine  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-CLIP_STATE_PATTERN = "clip_state_world_size_{world}_rank_{rank}.pt"
 #: Devices the engine is registered for: verl's FSDP engine devices, plus our CPU platform's.
 DEVICES = ("cuda", "npu", "cpu")
 
@@ -267,11 +267,7 @@ class ClipFSDPEngine(FSDPEngineWithLMHead):
             message = (
                 f"the clipper state {path} of checkpoint step {step} is damaged and cannot be read ({err})"
             )
-            damaged = ClipStateDamaged(
-                f"{message}. Resume from an earlier checkpoint step (trainer.resume_mode=resume_path "
-                f"trainer.resume_from_path=<an earlier global_step_N>), or set {key}=reset to start a fresh "
-                "clipper state"
-            )
+            damaged = ClipStateDamaged(f"{message}. {ways_out(step_folder(local_path), key)}")
             damaged.__cause__ = err
             return refuse_unless_reset(message, damaged)
         if differences and not reset:

@@ -1,0 +1,63 @@
+"""Value checks that need no files: numbers that must be finite, and the strategy the clip engine needs.
+
+A NaN or infinite loss coefficient (``entropy_coeff=nan``) is accepted by verl and turns every gradient into
+NaN; no setting of verl's or ours means anything with NaN, and an infinite one only where its default is
+infinite already. ``actor.strategy=fsdp`` passes ``--cfg job`` but the clip engine needs FSDP2 (per-module
+norms of sharded DTensors), whatever the method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from aggc_rl.preflight.problems import VALUE, Problem
+
+#: The engine strategy our configs route to (verl's ``fsdp2`` builder under the ``aggc_fsdp2`` backend).
+FSDP2 = "fsdp2"
+#: Blocks that are not training settings (Ray's and Hydra's own).
+SKIPPED_BLOCKS = ("hydra", "ray_kwargs")
+
+
+def numbers(config: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every float of a plain config with its dotted key."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            if not prefix and key in SKIPPED_BLOCKS:
+                continue
+            yield from numbers(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(config, list | tuple):
+        for i, value in enumerate(config):
+            yield from numbers(value, f"{prefix}[{i}]")
+    elif isinstance(config, float):
+        yield prefix, config
+
+
+def check_finite(config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Non-finite numbers: NaN anywhere, +-inf where the default (``defaults``, same layout) is finite."""
+    allowed_inf = {key for key, value in numbers(defaults or {}) if math.isinf(value)}
+    problems = []
+    for key, value in numbers(config):
+        if math.isnan(value) or (math.isinf(value) and key not in allowed_inf):
+            problems.append(
+                Problem(key, value, "not a finite number (a loss coefficient like this makes every gradient "
+                        "NaN)", "Allowed: a finite number.", VALUE)
+            )  # fmt: skip
+    return problems
+
+
+def check_strategy(key: str, value: Any) -> list[Problem]:
+    """The clip engine builds its model with FSDP2 for every method (clip=global too)."""
+    if value == FSDP2:
+        return []
+    return [
+        Problem(
+            key,
+            value,
+            "the clip engine (every clip method, global too) needs FSDP2: exact per-module norms of sharded "
+            "DTensors",
+            f"Allowed: {FSDP2}.",
+            VALUE,
+        )
+    ]
