@@ -53,9 +53,13 @@ def write(rows: list[dict], path: Path) -> str:
     return str(path)
 
 
+#: PyTorch's attention: these configs pass the attention check on any machine (tests/test_preflight_attention.py).
+SDPA = {"attn_implementation": "sdpa"}
+
+
 def rl_config(model: Path, train: str, val: str, **reward_kwargs) -> dict:
     return {
-        "actor_rollout_ref": {"model": {"path": str(model)}},
+        "actor_rollout_ref": {"model": {"path": str(model), "override_config": SDPA}},
         "data": {
             "train_files": train,
             "val_files": val,
@@ -272,7 +276,10 @@ def test_dry_run_split_keeps_file_problems_apart(tmp_path, model_dir):
 
 def test_sft_data_needs_a_messages_column(tmp_path, model_dir):
     good = write([{"messages": [{"role": "user", "content": "hi"}]}] * 3, tmp_path / "sft.parquet")
-    config = {"model": {"path": str(model_dir)}, "data": {"train_files": good, "val_files": None}}
+    config = {
+        "model": {"path": str(model_dir), "override_config": SDPA},
+        "data": {"train_files": good, "val_files": None},
+    }
     assert check_sft(config, {}) == []
     config["data"]["train_files"] = write(gsm8k_rows(), tmp_path / "rl.parquet")
     (problem,) = check_sft(config, {})
