@@ -56,7 +56,9 @@ def run_path(out: Path, arm: str, lr: float, seed: int) -> Path:
 def parse_args(argv: Sequence[str] | None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="outputs/lr-sweep", help="runs/ and report/ go here")
-    ap.add_argument("--quick", action="store_true", help="a short version (arms none,global,aggc; 3 lrs; 1 seed)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a short version (arms none,global,aggc; 3 lrs; 1 seed)"
+    )
     ap.add_argument("--arms", default=None, help=f"comma list of {', '.join(ARMS)}")
     ap.add_argument("--lrs", default=None, help="comma list of learning rates")
     ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1")
@@ -64,8 +66,16 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument("--prompts", type=int, default=None, help="puzzles per step")
     ap.add_argument("--samples", type=int, default=None, help="responses per puzzle (the GRPO group)")
     ap.add_argument("--eval-every", type=int, default=None, help="held-out evaluation every N steps")
-    ap.add_argument("--heldout", type=int, default=None, help="held-out puzzles per evaluation (>= 1000 advised)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1 is fastest on 2 busy cores)")
+    ap.add_argument(
+        "--heldout", type=int, default=None, help="held-out puzzles per evaluation (>= 1000 advised)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (1 is fastest on 2 busy cores)"
+    )
+    ap.add_argument(
+        "--warm-start", type=int, default=None, help="the proxy's warm-start steps (default: its own)"
+    )
+    ap.add_argument("--hidden", type=int, default=None, help="the proxy's width (default: its own)")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each")
     ap.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/N": one worker of --jobs N
     args = ap.parse_args(argv)
@@ -88,6 +98,22 @@ def parse_args(argv: Sequence[str] | None):
             if value < 1:
                 ap.error(f"--{key.replace('_', '-')}={value} must be >= 1")
             plan[key] = value
+    from aggc_rl.lab.proxy import PROXY
+
+    proxy = PROXY
+    if args.warm_start is not None or args.hidden is not None:
+        width = args.hidden if args.hidden is not None else PROXY.hidden_size
+        if width < 4 or width % 4:
+            ap.error(f"--hidden={width} must be a positive multiple of 4 (attention heads)")
+        if args.warm_start is not None and args.warm_start < 0:
+            ap.error(f"--warm-start={args.warm_start} must be >= 0")
+        proxy = dataclasses.replace(
+            PROXY,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            warm_start_steps=PROXY.warm_start_steps if args.warm_start is None else args.warm_start,
+        )
+    plan["proxy"] = proxy
     if args.jobs < 1:
         ap.error(f"--jobs={args.jobs} must be >= 1")
     from aggc_rl.lab.proxy_grpo import GRPOSize
@@ -110,13 +136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     from aggc_rl.lab.__main__ import output_to
-    from aggc_rl.lab.proxy import PROXY, heldout_puzzles, proxy_policy
+    from aggc_rl.lab.proxy import heldout_puzzles, proxy_policy
 
     out = Path(args.out).resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
     worker = args.shard is not None
     t0 = time.time()
-    model = proxy_policy(PROXY, log=(lambda *_: None) if worker else print)
+    model = proxy_policy(plan["proxy"], log=(lambda *_: None) if worker else print)
+    start_path = out / f"start_eval_{plan['heldout']}.json"
+    if not worker and not start_path.exists():  # the same for every run: measured once
+        from aggc_rl.lab.proxy import heldout_eval
+
+        start = {**heldout_eval(model, heldout_puzzles(plan["heldout"])), "model": str(model)}
+        start_path.write_text(json.dumps(start))
     runs = [(seed, arm, lr) for seed in range(plan["seeds"]) for lr in plan["lrs"] for arm in plan["arms"]]
     if not worker:
         print(
@@ -131,11 +163,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             procs = [subprocess.Popen([*base, "--shard", f"{i}/{args.jobs}"]) for i in range(args.jobs)]
             codes = [p.wait() for p in procs]
             if any(codes):
-                raise SystemExit(f"a sweep worker failed (exit codes {codes}); run the same command again to continue")
+                raise SystemExit(
+                    f"a sweep worker failed (exit codes {codes}); run the same command again to continue"
+                )
             return _report(argv, plan, size, out, model, t0)
     from aggc_rl.lab import proxy_grpo
 
     heldout = heldout_puzzles(plan["heldout"])
+    start = json.loads(start_path.read_text())
+    if start.pop("model") != str(model):
+        raise SystemExit(f"{start_path} was measured on another model: remove it or pick another --out")
     shard, shards = (int(x) for x in args.shard.split("/")) if worker else (0, 1)
     settings = {"size": dataclasses.asdict(size), "heldout": plan["heldout"], "model": str(model)}
     times = []
@@ -146,12 +183,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if path.exists():
             rec = json.loads(path.read_text())
             if {k: rec.get(k) for k in settings} != settings:
-                raise SystemExit(f"{path} was written with other settings: remove {out / 'runs'} or pick another --out")
+                raise SystemExit(
+                    f"{path} was written with other settings: remove {out / 'runs'} or pick another --out"
+                )
             print(f"[{i}/{len(runs)}] {arm} lr {lr:g} seed {seed}: done earlier", flush=True)
             continue
         t1 = time.time()
         with output_to(path.with_suffix(".log")):
-            rec = proxy_grpo.run(model, ARMS[arm], lr, seed, size, heldout, log=lambda *a: print(*a, flush=True))
+            rec = proxy_grpo.run(
+                model,
+                ARMS[arm],
+                lr,
+                seed,
+                size,
+                heldout,
+                log=lambda *a: print(*a, flush=True),
+                start_eval=start,
+            )
         rec["arm"] = arm
         rec.update(settings)
         tmp = path.with_suffix(".partial")
@@ -181,7 +229,8 @@ def _report(argv, plan, size, out: Path, model: Path, t0: float) -> int:
     wall = time.time() - t0
     meta = {
         "title": "GRPO learning-rate sweep on the proxy",
-        "command": "python -m aggc_rl.lab.lr_sweep " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": "python -m aggc_rl.lab.lr_sweep "
+        + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "runs": f"{len(records)} ({len(plan['arms'])} arms x {len(plan['lrs'])} lrs x {plan['seeds']} seeds), "
         f"{size.steps} GRPO steps of {size.prompts} prompts x {size.samples} samples each",
         "update path": "in process: the lab's harness, verl's GRPO advantage and PPO loss, the aggc_fsdp2 engine",

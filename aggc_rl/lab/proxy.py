@@ -83,8 +83,9 @@ class ProxySpec:
 
     def key(self) -> str:
         text = json.dumps({**dataclasses.asdict(self), "version": WARM_START_VERSION}, sort_keys=True)
-        return f"kk{self.people}-{self.hidden_size}x{self.num_hidden_layers}-ws{self.warm_start_steps}-" + (
-            hashlib.sha256(text.encode()).hexdigest()[:12]
+        return (
+            f"kk{self.people}-{self.hidden_size}x{self.num_hidden_layers}-ws{self.warm_start_steps}-"
+            + (hashlib.sha256(text.encode()).hexdigest()[:12])
         )
 
 
@@ -157,7 +158,11 @@ def warm_start(spec: ProxySpec, log=print, callback=None) -> tuple[Any, Any, lis
 
 
 def proxy_policy(
-    spec: ProxySpec = PROXY, root: Path | None = None, eval_count: int = 1000, log=print, snapshot_every: int = 0
+    spec: ProxySpec = PROXY,
+    root: Path | None = None,
+    eval_count: int = 1000,
+    log=print,
+    snapshot_every: int = 0,
 ) -> Path:
     """The warm-started proxy's directory (built once; ``meta.json`` says how and what it scored).
 
@@ -174,7 +179,6 @@ def proxy_policy(
 
     tokenizer = build_tokenizer()
     t0 = time.time()
-    losses: list[float] = []
 
     def save(model, steps: int, wall: float) -> Path:
         model.eval()
@@ -189,7 +193,7 @@ def proxy_policy(
         if snapshot_every and step % snapshot_every == 0 and step < spec.warm_start_steps:
             save(model, step, time.time() - t0)
 
-    model, _, losses, wall = warm_start(spec, log, callback=snapshot)
+    model, _, _, wall = warm_start(spec, log, callback=snapshot)
     return save(model, spec.warm_start_steps, wall)
 
 
@@ -214,7 +218,9 @@ def _save(model, tokenizer, spec: ProxySpec, path: Path, wall: float, eval_count
 
         shutil.rmtree(tmp)
     if acc is not None:
-        log(f"  proxy {spec.key()}: held-out greedy accuracy {acc['acc']:.3f} on {acc['n']} puzzles ({wall:.0f}s)")
+        log(
+            f"  proxy {spec.key()}: held-out greedy accuracy {acc['acc']:.3f} on {acc['n']} puzzles ({wall:.0f}s)"
+        )
 
 
 def heldout_eval(
@@ -236,3 +242,21 @@ def heldout_eval(
 def always_knight_accuracy(puzzles: Sequence[Puzzle]) -> float:
     """The accuracy of always answering "everyone is a knight" (the majority guess)."""
     return sum(all(p.solution) for p in puzzles) / len(puzzles)
+
+
+def write_parquet(
+    out: Path, train_count: int, val_count: int, seed: int = 0, people: int = 2
+) -> tuple[Path, Path]:
+    """verl parquet of the proxy's task (compact prompts): training puzzles of stream ``demo`` and the first
+    ``val_count`` held-out puzzles (verl's own validation); rows as :func:`knights_knaves.build_row`."""
+    from aggc_rl.data.knights_knaves import build_row
+    from aggc_rl.data.parquet_rows import write_rows
+
+    def row(puzzle: Puzzle, split: str, index: int) -> dict[str, Any]:
+        return {**build_row(puzzle, split, index), "prompt": chat(puzzle, compact=True)}
+
+    train = [row(p, "train", i) for i, p in enumerate(train_puzzles("demo", seed, 0, train_count, people))]
+    val = [row(p, "test", i) for i, p in enumerate(heldout_puzzles(val_count, people))]
+    write_rows(train, out / "train.parquet")
+    write_rows(val, out / "test.parquet")
+    return out / "train.parquet", out / "test.parquet"

@@ -62,8 +62,12 @@ def run(
     heldout,
     device: str = "cpu",
     log=print,
+    start_eval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One (arm, lr, seed) run; returns its record (JSON-safe)."""
+    """One (arm, lr, seed) run; returns its record (JSON-safe).
+
+    ``start_eval``: the starting policy's held-out result when already measured (the same for every run of a
+    sweep: same proxy, same puzzles), else it is measured here."""
     from aggc_rl.lab.loop import LabSize, build_engine, ensure_process_group, grpo_advantages, padded_batch
     from verl_patches.cpu import harness
 
@@ -106,7 +110,10 @@ def run(
         record["evals"].append({"step": step, **r, "wall_s": time.time() - t0})
         log(f"    eval at step {step}: held-out acc {r['acc']:.3f} reward {r['reward']:+.3f}")
 
-    evaluate(0)
+    if start_eval is None:
+        evaluate(0)
+    else:
+        record["evals"].append({"step": 0, **start_eval, "wall_s": 0.0})
     nonfinite = False
     for t in range(size.steps):
         puzzles = train_puzzles("rl", seed, t, size.prompts, size.people)
@@ -173,7 +180,9 @@ def _loss_of(metrics: dict[str, Any]) -> float | None:
     return None
 
 
-def weighted_reward(sampler: Sampler, gen: dict[str, torch.Tensor], rewards: torch.Tensor, samples: int) -> float:
+def weighted_reward(
+    sampler: Sampler, gen: dict[str, torch.Tensor], rewards: torch.Tensor, samples: int
+) -> float:
     """The current policy's expected reward on a fixed sampled batch, estimated by self-normalised importance
     sampling: per prompt, its responses' rewards weighted by pi_now(y) / pi_sampled(y) (normalised over the
     group), averaged over prompts. For the sampling policy itself it is the batch's mean reward."""
@@ -185,7 +194,14 @@ def weighted_reward(sampler: Sampler, gen: dict[str, torch.Tensor], rewards: tor
 
 
 def replay_fixed_batch(
-    model_path: Path, arm: Arm, lr: float, steps: int, prompts: int, samples: int, seed: int = 0, device: str = "cpu"
+    model_path: Path,
+    arm: Arm,
+    lr: float,
+    steps: int,
+    prompts: int,
+    samples: int,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> tuple[float, float]:
     """``steps`` GRPO updates on one fixed sampled batch; its :func:`weighted_reward` before and after.
 
@@ -193,8 +209,14 @@ def replay_fixed_batch(
     old policy) is sampled once from the starting weights and replayed, so the only thing that changes
     between the two numbers is what the update path did to the weights.
     """
-    from aggc_rl.lab.loop import LabSize, build_engine, ensure_process_group, grpo_advantages, local_params
-    from aggc_rl.lab.loop import padded_batch
+    from aggc_rl.lab.loop import (
+        LabSize,
+        build_engine,
+        ensure_process_group,
+        grpo_advantages,
+        local_params,
+        padded_batch,
+    )
     from verl_patches.cpu import harness
 
     ensure_process_group(device)

@@ -66,7 +66,9 @@ def sensitivity(
     seeds = sorted({r["seed"] for r in records})
     out: dict[str, Any] = {}
     for a in arms:
-        means = {lr: statistics.fmean(s[key] for s in cells[(a, lr)].values()) for lr in lrs if (a, lr) in cells}
+        means = {
+            lr: statistics.fmean(s[key] for s in cells[(a, lr)].values()) for lr in lrs if (a, lr) in cells
+        }
         if len(means) != len(lrs):
             continue  # an arm with missing learning rates has no sensitivity yet
         best_lr = max(means, key=means.get)
@@ -78,7 +80,12 @@ def sensitivity(
                     best - max(cells[(a, lr)][s][key], cells[(a, lr)][s]["start_acc"]) for lr in lrs
                 )
         if per_seed:
-            out[a] = {"best_lr": best_lr, "best": best, "per_seed": per_seed, "S": t_interval(list(per_seed.values()))}
+            out[a] = {
+                "best_lr": best_lr,
+                "best": best,
+                "per_seed": per_seed,
+                "S": t_interval(list(per_seed.values())),
+            }
     return out
 
 
@@ -90,7 +97,12 @@ def paired(per_seed_a: dict[int, float], per_seed_b: dict[int, float]) -> tuple[
 
 
 def write_report(
-    records: Sequence[dict], arms: Sequence[str], lrs: Sequence[float], out: Path, meta: dict[str, Any], name: str
+    records: Sequence[dict],
+    arms: Sequence[str],
+    lrs: Sequence[float],
+    out: Path,
+    meta: dict[str, Any],
+    name: str,
 ) -> Path:
     """``out/<name>.md`` and ``out/<name>.png``: the table, collapses, sensitivities and paired differences."""
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +112,10 @@ def write_report(
     lines = [f"# {meta.get('title', 'Learning-rate sweep')}", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items() if k != "title"]
     lines += [f"- start (warm-start) held-out accuracy: {', '.join(f'{s * 100:.1f}%' for s in starts)}", ""]
-    lines += ["## Final held-out accuracy (%), mean ± 95% t-interval over seeds; [collapsed runs / seeds]", ""]
+    lines += [
+        "## Final held-out accuracy (%), mean ± 95% t-interval over seeds; [collapsed runs / seeds]",
+        "",
+    ]
     lines.append("| arm | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |")
     lines.append("|---|" + "---|" * len(lrs))
     for a in arms:
@@ -113,23 +128,29 @@ def write_report(
             cell = t_interval([r["final_acc"] for r in runs])
             row.append(f"{fmt(cell)} [{sum(r['collapsed'] for r in runs)}/{len(runs)}]")
         lines.append(f"| {a} | " + " | ".join(row) + " |")
-    lines += ["", "## Gain over the warm start at each arm's best learning rate (points, paired over seeds)", ""]
-    lines += ["| arm | best lr | final − start | seeds |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Gain over the warm start at each arm's best learning rate (points, paired over seeds)",
+        "",
+    ]
+    lines += ["| arm | best lr | final - start | seeds |", "|---|---|---|---|"]
     for a, s in sens.items():
         runs = list(cells[(a, s["best_lr"])].values())
         gain = t_interval([r["final_acc"] - r["start_acc"] for r in runs])
         lines.append(f"| {a} | {s['best_lr']:g} | {fmt(gain)} | {gain[2]} |")
     lines += ["", "## Learning-rate sensitivity (points; lower is more stable)", ""]
     lines += [
-        "S(arm, seed) = mean over the lr grid of [best(arm) − max(final(arm, lr, seed), start)], where best(arm) is",
+        "S(arm, seed) = mean over the lr grid of [best(arm) - max(final(arm, lr, seed), start)], where best(arm) is",
         "the arm's highest seed-mean final accuracy over the grid and a non-finite run's final accuracy is 0.",
-        "Paired: per-seed differences S(arm) − S(global), mean ± 95% t-interval.",
+        "Paired: per-seed differences S(arm) - S(global), mean ± 95% t-interval.",
         "",
         "| arm | best lr | best acc | sensitivity | vs global (paired) |",
         "|---|---|---|---|---|",
     ]
     for a, s in sens.items():
-        diff = paired(s["per_seed"], sens["global"]["per_seed"]) if "global" in sens and a != "global" else None
+        diff = (
+            paired(s["per_seed"], sens["global"]["per_seed"]) if "global" in sens and a != "global" else None
+        )
         lines.append(
             f"| {a} | {s['best_lr']:g} | {s['best'] * 100:.1f} | {fmt(s['S'])} | {fmt(diff) if diff else '—'} |"
         )
