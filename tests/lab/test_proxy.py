@@ -110,3 +110,28 @@ def test_a_few_grpo_steps_raise_the_reward_of_a_fixed_batch(tmp_path):
     assert after > before + 0.05, (before, after)
     assert still_after == pytest.approx(still_before, abs=1e-6)
     assert TEST_PROXY.warm_start_steps < PROXY.warm_start_steps
+
+
+def test_demo_parquet_is_compact_and_split(tmp_path):
+    from aggc_rl.data.parquet_rows import read_rows
+    from aggc_rl.demo import DemoSettings
+    from aggc_rl.lab.proxy import write_parquet
+
+    train, val = write_parquet(tmp_path, 40, 12)
+    train_rows, val_rows = read_rows(train), read_rows(val)
+    assert len(train_rows) == 40 and len(val_rows) == 12
+    held = {p.text for p in heldout_puzzles(12)}
+    for row in train_rows + val_rows:
+        assert [m["role"] for m in row["prompt"]] == ["user"]  # the compact prompt: no system prompt
+        assert "knights and knaves" not in row["prompt"][0]["content"]
+        assert row["data_source"] == "knights_knaves" and "is a" in row["reward_model"]["ground_truth"]
+    # the validation rows are the held-out puzzles; no training row is one
+    assert {r["extra_info"]["seed"] for r in val_rows} == {p.seed for p in heldout_puzzles(12)}
+    assert not any(
+        generate_puzzle(2, seed=r["extra_info"]["seed"]).text in held
+        or is_heldout(generate_puzzle(2, seed=r["extra_info"]["seed"]))
+        for r in train_rows
+    )
+    settings = DemoSettings()
+    assert settings.proxy == PROXY and settings.heldout >= 1000 and len(settings.stability_lrs) == 2
+    assert DemoSettings.fast().proxy == TEST_PROXY
