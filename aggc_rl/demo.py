@@ -1,14 +1,18 @@
-"""``python -m aggc_rl.demo``: verl's real GRPO trainer on a CPU, global-norm vs AGGC, then the stability report.
+"""``python -m aggc_rl.demo``: verl's real GRPO trainer on a CPU, global-norm vs AGGC, then a stability comparison.
 
 What runs is the whole pipeline, unchanged from a GPU cluster except for the CPU platform and rollout:
 Ray, verl's v1 trainer and agent loop, the ``hf_cpu`` rollout, the Knights-and-Knaves reward, GRPO
-advantages, the actor update with our clipping, checkpoints. A tiny Qwen2 is built locally and
-warm-started on the task's answer format, so sampling earns some reward from the first step; each arm
-then trains from the same model, seed and data. Everything lands under ``--out``:
+advantages, the actor update with our clipping, checkpoints. The policy is the proxy
+(:mod:`aggc_rl.lab.proxy`, docs/proxy.md): a 0.4M-parameter Qwen2 warm-started to partial skill on
+compact 2-person puzzles, built once and cached. Each arm trains from it with the same seed and data; its
+last checkpoint is merged (verl's model merger) and scored greedily on 1,000 held-out puzzles that neither
+the warm start nor the training data can contain. The demo ends with a small learning-rate comparison on
+the proxy (a stable and a collapsing lr, global vs aggc, 2 seeds; :mod:`aggc_rl.lab.lr_sweep`).
+Everything lands under ``--out``:
 
-    model/            the warm-started tiny policy            data/   K&K parquet (2 people)
-    <arm>/metrics.jsonl  verl's file logger                     <arm>/ckpt/  verl checkpoints
-    report/           stability plots (PNG) and report.md
+    data/             proxy parquet (compact prompts)          <arm>/metrics.jsonl  verl's file logger
+    <arm>/ckpt/       verl checkpoints                         <arm>/merged/  the last checkpoint as HF
+    report/           stability plots (PNG) and report.md      stability/  the lr comparison
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aggc_rl.rewards
 from aggc_rl import metrics as names
+from aggc_rl.lab.proxy import PROXY, TEST_PROXY, ProxySpec
 from verl_cpu.recipe import CPU_ACTOR_OVERRIDES
 from verl_cpu.vllm_setup import VLLM_CPU_OVERRIDES
 
@@ -35,17 +40,22 @@ ARMS = ("global", "aggc")
 class DemoSettings:
     """Sizes of one demo; ``fast()`` is the smoke version."""
 
-    steps: int = 12
-    prompts_per_step: int = 8
+    steps: int = 20
+    prompts_per_step: int = 16
     samples_per_prompt: int = 8
-    response_length: int = 64
-    lr: float = 2e-4
-    warm_start_steps: int = 100
+    response_length: int = 56
+    lr: float = 3e-4
     seed: int = 0
+    proxy: ProxySpec = field(default=PROXY)
+    heldout: int = 1000  # held-out puzzles scored at the start and the end of each arm
+    # The closing comparison (lab.lr_sweep): a stable and a collapsing lr, global vs aggc, 2 seeds.
+    stability_lrs: tuple[float, ...] = (3e-4, 1e-2)
+    stability_seeds: int = 2
+    stability_steps: int = 20
 
     @classmethod
     def fast(cls) -> DemoSettings:
-        return cls(steps=3, prompts_per_step=4, samples_per_prompt=4, warm_start_steps=60)
+        return cls(steps=3, prompts_per_step=4, samples_per_prompt=4, proxy=TEST_PROXY, heldout=100)
 
 
 #: The demo's rollouts: the project's ``hf_cpu``, or verl's own vLLM server (needs ``make venv-vllm``).
@@ -211,33 +221,27 @@ def reward_trend(records: Sequence[dict], window: int = 3) -> tuple[float, float
 
 
 def prepare(out: Path, settings: DemoSettings) -> tuple[Path, Path]:
-    from aggc_rl.tiny import TinySpec, build
+    """The cached proxy policy and the demo's parquet (enough training puzzles for every step)."""
+    from aggc_rl.lab.proxy import proxy_policy, write_parquet
 
-    model, data = out / "model", out / "data"
-    if not (model / "config.json").exists():
-        print(
-            f"building the tiny policy (warm start: {settings.warm_start_steps} supervised steps) ...",
-            flush=True,
-        )
-        build(model, TinySpec(seed=settings.seed), warm_start_steps=settings.warm_start_steps, people=(2,))
+    model = proxy_policy(settings.proxy, eval_count=settings.heldout)
+    data = out / "data"
     if not (data / "train.parquet").exists():
-        from aggc_rl.data import knights_knaves
-
-        argv = [
-            "--out",
-            str(data),
-            "--people",
-            "2",
-            "--train",
-            "512",
-            "--test",
-            "64",
-            "--seed",
-            str(settings.seed),
-        ]
-        if knights_knaves.main(argv) != 0:
-            raise RuntimeError(f"making the demo's Knights-and-Knaves data in {data} failed")
+        write_parquet(data, settings.steps * settings.prompts_per_step, 32, seed=settings.seed)
     return model, data
+
+
+def merge_last_checkpoint(run_dir: Path, steps: int) -> Path:
+    """verl's model merger on the arm's last checkpoint -> ``<arm>/merged`` (a Hugging Face directory)."""
+    merged = run_dir / "merged"
+    cmd = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
+           "--local_dir", str(run_dir / "ckpt" / f"global_step_{steps}" / "actor"), "--target_dir", str(merged)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=trainer_env(run_dir))
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"merging {run_dir}'s last checkpoint failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    return merged
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -265,11 +269,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.time()
     model, data = prepare(out, settings)
-    results = {}
+    from aggc_rl.lab.proxy import heldout_eval, heldout_puzzles
+
+    heldout = heldout_puzzles(settings.heldout)
+    start = heldout_eval(model, heldout)
+    print(f"proxy policy {model.name}: held-out greedy accuracy {start['acc']:.3f} on {start['n']} puzzles "
+          f"(always 'knight, knight': {sum(all(p.solution) for p in heldout) / len(heldout):.3f})", flush=True)  # fmt: skip
+    results, accuracy = {}, {}
     for arm in arms:
         print(f"\n== arm clip={arm}: {settings.steps} GRPO steps, {settings.prompts_per_step} prompts x "
-              f"{settings.samples_per_prompt} samples ==", flush=True)  # fmt: skip
+              f"{settings.samples_per_prompt} samples, lr {settings.lr:g} ==", flush=True)  # fmt: skip
         results[arm] = run_arm(model, data, out / arm, arm, settings, rollout=args.rollout)
+        end = heldout_eval(merge_last_checkpoint(out / arm, settings.steps), heldout)
+        accuracy[arm] = (start, end)
+        print(f"  [{arm:>6}] held-out greedy accuracy {start['acc']:.3f} -> {end['acc']:.3f} "
+              f"({end['n']} puzzles, {time.time() - t0:.0f}s)", flush=True)  # fmt: skip
 
     print("\n== stability report ==", flush=True)
     subprocess.run(
@@ -277,24 +291,31 @@ def main(argv: Sequence[str] | None = None) -> int:
          "--out", str(out / "report")],
         check=True,
     )  # fmt: skip
-    print("\nmean reward, first vs last 3 steps:")
-    rose = True
+    print(
+        "\nper arm: held-out greedy accuracy (start -> end) and mean training reward (first vs last 3 steps)"
+    )
     for arm, records in results.items():
-        start, end = reward_trend(records)
-        rose &= end > start
-        print(
-            f"  clip={arm:<8} {start:+.3f} -> {end:+.3f}  ({'rose' if end > start else 'did NOT rise'} by {end - start:+.3f})"
-        )
+        first, last = reward_trend(records)
+        (s0, s1) = accuracy[arm]
+        print(f"  clip={arm:<8} accuracy {s0['acc']:.3f} -> {s1['acc']:.3f} ({s1['acc'] - s0['acc']:+.3f}, "
+              f"{s1['n']} puzzles)  reward {first:+.3f} -> {last:+.3f}")  # fmt: skip
+    (out / "accuracy.json").write_text(
+        json.dumps({a: {"start": s0, "end": s1} for a, (s0, s1) in accuracy.items()})
+    )
     print(f"\nreport: {out / 'report' / 'report.md'} (plots: {out / 'report'}/*.png)")
-    if not args.fast:  # then the stability lab's --quick comparison: known faults, what reaches the weights
+    if not args.fast:  # then the learning-rate comparison on the proxy: a stable and a collapsing lr
+        print("\n== stability: global vs aggc at a stable and a collapsing learning rate, "
+              f"{settings.stability_seeds} seeds (in process, lab.lr_sweep) ==", flush=True)  # fmt: skip
         subprocess.run(
-            [sys.executable, "-m", "aggc_rl.lab", "--quick", "--out", str(out / "lab")], check=True
-        )
+            [sys.executable, "-m", "aggc_rl.lab.lr_sweep", "--out", str(out / "stability"), "--arms", "global,aggc",
+             "--lrs", ",".join(f"{lr:g}" for lr in settings.stability_lrs), "--seeds", str(settings.stability_seeds),
+             "--steps", str(settings.stability_steps), "--heldout", str(settings.heldout), "--jobs", "2"],
+            check=True,
+        )  # fmt: skip
     print(f"demo wall time: {time.time() - t0:.0f}s")
     if args.fast:
-        print("(--fast is a smoke run of the pipeline: a few steps are too few to judge the reward trend)")
-        return 0
-    return 0 if rose else 1
+        print("(--fast is a smoke run of the pipeline: a few steps are too few to judge learning)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+"""Learning-rate sensitivity (Wortsman et al. 2023, arXiv 2309.14322) adapted to held-out accuracy, with
+paired t-intervals over seeds, and the sweep's report (markdown table + PNG).
+
+Definitions (higher accuracy is better):
+
+* ``final(a, lr, s)``: held-out greedy accuracy at the end of arm ``a``'s run at ``lr`` with seed ``s``; a run
+  whose loss or gradient norm became non-finite scores 0 there.
+* ``best(a)``: the highest seed-mean final accuracy of arm ``a`` over the learning-rate grid.
+* ``shortfall(a, lr, s) = best(a) - max(final(a, lr, s), start(s))``: a run that ends below where it started
+  (the warm start, ``start``) counts as the start, as in the paper's ``min(final loss, initial loss)``.
+* ``S(a, s)``: the mean of ``shortfall(a, lr, s)`` over the (log-spaced) grid; the arm's sensitivity is the
+  mean of ``S(a, s)`` over seeds, with a t-interval over seeds. Arms are compared by the per-seed paired
+  differences ``S(a, s) - S(b, s)`` (same seed: same puzzles, sampling stream and start).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: Two-sided 95% Student-t quantiles by degrees of freedom (1..30); larger df use the normal 1.96.
+_T95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, 95% half-width, n); the half-width is nan for a single value."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("t_interval of no values")
+    mean = statistics.fmean(values)
+    if n == 1:
+        return mean, float("nan"), 1
+    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
+    return mean, t * statistics.stdev(values) / math.sqrt(n), n
+
+
+def fmt(cell: tuple[float, float, int], scale: float = 100.0, digits: int = 1) -> str:
+    mean, half, _ = cell
+    if math.isnan(half):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
+
+
+def table(records: Sequence[dict]) -> dict[tuple[str, float], dict[int, dict]]:
+    """(arm, lr) -> seed -> record; refuses duplicates."""
+    out: dict[tuple[str, float], dict[int, dict]] = {}
+    for r in records:
+        cell = out.setdefault((r["arm"], float(r["lr"])), {})
+        if r["seed"] in cell:
+            raise ValueError(f"two records for arm {r['arm']} lr {r['lr']} seed {r['seed']}")
+        cell[r["seed"]] = r
+    return out
+
+
+def sensitivity(
+    records: Sequence[dict], arms: Sequence[str], lrs: Sequence[float], key: str = "final_acc"
+) -> dict[str, Any]:
+    """Per arm: best lr and accuracy, per-seed S(a, s), and its t-interval (see the module docstring)."""
+    cells = table(records)
+    seeds = sorted({r["seed"] for r in records})
+    out: dict[str, Any] = {}
+    for a in arms:
+        means = {
+            lr: statistics.fmean(s[key] for s in cells[(a, lr)].values()) for lr in lrs if (a, lr) in cells
+        }
+        if len(means) != len(lrs):
+            continue  # an arm with missing learning rates has no sensitivity yet
+        best_lr = max(means, key=means.get)
+        best = means[best_lr]
+        per_seed = {}
+        for s in seeds:
+            if all(s in cells[(a, lr)] for lr in lrs):
+                per_seed[s] = statistics.fmean(
+                    best - max(cells[(a, lr)][s][key], cells[(a, lr)][s]["start_acc"]) for lr in lrs
+                )
+        if per_seed:
+            out[a] = {
+                "best_lr": best_lr,
+                "best": best,
+                "per_seed": per_seed,
+                "S": t_interval(list(per_seed.values())),
+            }
+    return out
+
+
+def paired(per_seed_a: dict[int, float], per_seed_b: dict[int, float]) -> tuple[float, float, int] | None:
+    common = sorted(set(per_seed_a) & set(per_seed_b))
+    if not common:
+        return None
+    return t_interval([per_seed_a[s] - per_seed_b[s] for s in common])
+
+
+def write_report(
+    records: Sequence[dict],
+    arms: Sequence[str],
+    lrs: Sequence[float],
+    out: Path,
+    meta: dict[str, Any],
+    name: str,
+) -> Path:
+    """``out/<name>.md`` and ``out/<name>.png``: the table, collapses, sensitivities and paired differences."""
+    out.mkdir(parents=True, exist_ok=True)
+    cells = table(records)
+    sens = sensitivity(records, arms, lrs)
+    starts = sorted({round(r["start_acc"], 6) for r in records})
+    lines = [f"# {meta.get('title', 'Learning-rate sweep')}", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items() if k != "title"]
+    lines += [f"- start (warm-start) held-out accuracy: {', '.join(f'{s * 100:.1f}%' for s in starts)}", ""]
+    lines += [
+        "## Final held-out accuracy (%), mean ± 95% t-interval over seeds; [collapsed runs / seeds]",
+        "",
+    ]
+    lines.append("| arm | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |")
+    lines.append("|---|" + "---|" * len(lrs))
+    for a in arms:
+        row = []
+        for lr in lrs:
+            runs = list(cells.get((a, lr), {}).values())
+            if not runs:
+                row.append("—")
+                continue
+            cell = t_interval([r["final_acc"] for r in runs])
+            row.append(f"{fmt(cell)} [{sum(r['collapsed'] for r in runs)}/{len(runs)}]")
+        lines.append(f"| {a} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "## Gain over the warm start at each arm's best learning rate (points, paired over seeds)",
+        "",
+    ]
+    lines += ["| arm | best lr | final - start | seeds |", "|---|---|---|---|"]
+    for a, s in sens.items():
+        runs = list(cells[(a, s["best_lr"])].values())
+        gain = t_interval([r["final_acc"] - r["start_acc"] for r in runs])
+        lines.append(f"| {a} | {s['best_lr']:g} | {fmt(gain)} | {gain[2]} |")
+    lines += ["", "## Learning-rate sensitivity (points; lower is more stable)", ""]
+    lines += [
+        "S(arm, seed) = mean over the lr grid of [best(arm) - max(final(arm, lr, seed), start)], where best(arm) is",
+        "the arm's highest seed-mean final accuracy over the grid and a non-finite run's final accuracy is 0.",
+        "Paired: per-seed differences S(arm) - S(global), mean ± 95% t-interval.",
+        "",
+        "| arm | best lr | best acc | sensitivity | vs global (paired) |",
+        "|---|---|---|---|---|",
+    ]
+    for a, s in sens.items():
+        diff = (
+            paired(s["per_seed"], sens["global"]["per_seed"]) if "global" in sens and a != "global" else None
+        )
+        lines.append(
+            f"| {a} | {s['best_lr']:g} | {s['best'] * 100:.1f} | {fmt(s['S'])} | {fmt(diff) if diff else '—'} |"
+        )
+    lines += ["", f"![final accuracy vs learning rate]({name}.png)", ""]
+    path = out / f"{name}.md"
+    path.write_text("\n".join(lines) + "\n")
+    _plot(cells, arms, lrs, starts, out / f"{name}.png")
+    return path
+
+
+def _plot(cells, arms, lrs, starts, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, a in enumerate(arms):
+        xs, ys, es = [], [], []
+        for lr in lrs:
+            runs = list(cells.get((a, lr), {}).values())
+            if runs:
+                m, h, _ = t_interval([r["final_acc"] for r in runs])
+                xs.append(lr * (1 + 0.03 * (i - len(arms) / 2)))
+                ys.append(100 * m)
+                es.append(0 if math.isnan(h) else 100 * h)
+        ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=a)
+    for s in starts:
+        ax.axhline(100 * s, color="k", lw=0.7, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("final held-out greedy accuracy (%), 95% CI")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,65 @@
+"""The lr sweep's statistics: sensitivity as defined in aggc_rl.lab.sensitivity, paired t-intervals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from aggc_rl.lab import sensitivity
+
+LRS = (1e-4, 1e-3, 1e-2)
+
+
+def rec(arm, lr, seed, final, start=0.4, collapsed=False):
+    return {
+        "arm": arm,
+        "lr": lr,
+        "seed": seed,
+        "final_acc": final,
+        "start_acc": start,
+        "collapsed": collapsed,
+    }
+
+
+def test_t_interval_matches_student_t():
+    mean, half, n = sensitivity.t_interval([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3)
+    assert half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert math.isnan(sensitivity.t_interval([5.0])[1])
+    with pytest.raises(ValueError, match="no values"):
+        sensitivity.t_interval([])
+
+
+def test_sensitivity_counts_a_collapse_as_the_start_and_is_paired_by_seed():
+    records = []
+    for seed, jitter in enumerate((0.0, 0.01, -0.01)):
+        # global: best 0.6 at 1e-3, collapses to 0.1 at 1e-2 (counted as the start, 0.4)
+        records += [rec("global", 1e-4, seed, 0.5 + jitter), rec("global", 1e-3, seed, 0.6 + jitter)]
+        records.append(rec("global", 1e-2, seed, 0.1, collapsed=True))
+        # aggc: the same best, and 0.55 at 1e-2
+        records += [rec("aggc", 1e-4, seed, 0.5 + jitter), rec("aggc", 1e-3, seed, 0.6 + jitter)]
+        records.append(rec("aggc", 1e-2, seed, 0.55 + jitter))
+    out = sensitivity.sensitivity(records, ("global", "aggc"), LRS)
+    assert out["global"]["best_lr"] == 1e-3 and out["global"]["best"] == pytest.approx(0.6)
+    # seed 0: global (0.1 + 0 + 0.2) / 3; aggc (0.1 + 0 + 0.05) / 3
+    assert out["global"]["per_seed"][0] == pytest.approx(0.3 / 3)
+    assert out["aggc"]["per_seed"][0] == pytest.approx(0.15 / 3)
+    diff = sensitivity.paired(out["aggc"]["per_seed"], out["global"]["per_seed"])
+    assert diff[2] == 3 and diff[0] < 0
+
+
+def test_an_arm_with_a_missing_lr_has_no_sensitivity_and_duplicates_are_refused():
+    records = [rec("global", lr, 0, 0.5) for lr in LRS[:2]]
+    assert sensitivity.sensitivity(records, ("global",), LRS) == {}
+    with pytest.raises(ValueError, match="two records"):
+        sensitivity.table([rec("global", 1e-3, 0, 0.5), rec("global", 1e-3, 0, 0.6)])
+
+
+def test_report_writes_markdown_and_png(tmp_path):
+    records = [rec(a, lr, s, 0.4 + 0.01 * s + (0.1 if lr == 1e-3 else 0)) for a in ("global", "aggc") for lr in LRS
+               for s in range(3)]  # fmt: skip
+    path = sensitivity.write_report(records, ("global", "aggc"), LRS, tmp_path, {"title": "t"}, "lr_sweep")
+    text = path.read_text()
+    assert "| global |" in text and "sensitivity" in text and "vs global (paired)" in text
+    assert (tmp_path / "lr_sweep.png").stat().st_size > 1000
