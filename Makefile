@@ -113,12 +113,8 @@ lab: $(STAMP)
 
 # --- learning-rate sensitivity on the proxy (aggc_rl/lab/lr_sweep.py; docs/proxy.md) ---------------------------
 # Arms x learning rates x seeds of GRPO on the proxy policy; OUT/report/lr_sweep.md and .png. Resumable.
-# QUICK=1: the short version. SFT=1 (the LoRA sweep) is not built yet: it stops with a message.
+# QUICK=1: the short version. SFT=1: the LoRA SFT sweep (OUT/report/lr_sweep_sft.md and .png).
 .PHONY: lr-sweep
 
 lr-sweep: $(STAMP)
-ifdef SFT
-	@echo "make lr-sweep SFT=1: the SFT (LoRA) sweep of issue 21 item 4 is not implemented yet (docs/proxy.md)" >&2; exit 2
-else
-	nice -n 5 $(PY) -m aggc_rl.lab.lr_sweep --out $(or $(OUT),outputs/lr-sweep$(if $(QUICK),-quick)) $(if $(QUICK),--quick)
-endif
+	nice -n 5 $(PY) -m aggc_rl.lab.lr_sweep --out $(or $(OUT),outputs/lr-sweep$(if $(SFT),-sft)$(if $(QUICK),-quick)) $(if $(QUICK),--quick) $(if $(SFT),--sft)

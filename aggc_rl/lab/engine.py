@@ -44,7 +44,9 @@ class LabClipEngine(ClipFSDPEngine):
         self.steps_done = 0  # optimizer steps taken through train_batch
         self.fault_fired = False
         self.measure_groups: dict[str, list[str]] = {}
-        for name, _ in self.module.named_parameters():
+        for name, param in self.module.named_parameters():
+            if not param.requires_grad:  # frozen (the base weights under LoRA): never a gradient
+                continue
             self.measure_groups.setdefault(group_of(name, MEASURE_SCHEME), []).append(name)
         self.pre_norms: dict[str, float] = {}  # the last step's pre-clip norms, measured groups
 

@@ -66,8 +66,9 @@ def ensure_process_group(device: str) -> None:
     )
 
 
-def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int):
-    """The lab engine for ``arm``, composed from configs/aggc_ppo_trainer.yaml as the trainer does."""
+def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int, extra: tuple[str, ...] = ()):
+    """The lab engine for ``arm``, composed from configs/aggc_ppo_trainer.yaml as the trainer does;
+    ``extra``: more Hydra overrides (the SFT sweep's LoRA settings)."""
     from aggc_rl.lab.engine import LAB_BACKEND, register_lab_engine
     from verl_cpu import harness
 
@@ -84,6 +85,7 @@ def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int):
         "actor_rollout_ref.actor.entropy_coeff=0",
         "actor_rollout_ref.model.use_remove_padding=false",
         *arm.overrides(size),
+        *extra,
     )
     setup = harness.engine_setup(cfg)
     engine = harness.build_engine(setup, backend=LAB_BACKEND)

@@ -1,13 +1,15 @@
-"""``python -m aggc_rl.lab.lr_sweep``: learning-rate sensitivity of each clipping rule on the proxy (GRPO).
+"""``python -m aggc_rl.lab.lr_sweep``: learning-rate sensitivity of each clipping rule on the proxy.
 
-    python -m aggc_rl.lab.lr_sweep --out outputs/lr-sweep            # the full sweep
+    python -m aggc_rl.lab.lr_sweep --out outputs/lr-sweep            # the full GRPO sweep
     python -m aggc_rl.lab.lr_sweep --quick --out outputs/lr-sweep-quick
+    python -m aggc_rl.lab.lr_sweep --sft --out outputs/lr-sweep-sft  # the LoRA SFT sweep
 
-Arms x learning rates x seeds of on-policy GRPO on the proxy policy (:mod:`aggc_rl.lab.proxy`), each run in
-process through the lab's harness and the ``aggc_fsdp2`` engine (:mod:`aggc_rl.lab.proxy_grpo`; verl's Ray
-trainer costs ~10x more per step on two cores). One JSON file per run under ``OUT/runs/``: a killed sweep
-started again with the same settings continues. ``OUT/report/lr_sweep.md`` and ``.png`` are rewritten at the
-end (definitions in :mod:`aggc_rl.lab.sensitivity`).
+Arms x learning rates x seeds on the proxy policy (:mod:`aggc_rl.lab.proxy`), each run in process through
+the lab's harness and the ``aggc_fsdp2`` engine: on-policy GRPO (:mod:`aggc_rl.lab.proxy_grpo`; verl's Ray
+trainer costs ~10x more per step on two cores) or, with ``--sft``, LoRA supervised fine-tuning of the proxy
+(:mod:`aggc_rl.lab.proxy_sft`, the AGGC paper's headline path). One JSON file per run under ``OUT/runs/``: a
+killed sweep started again with the same settings continues. ``OUT/report/lr_sweep.md`` (``--sft``:
+``lr_sweep_sft.md``) and the ``.png`` are rewritten at the end (definitions in :mod:`aggc_rl.lab.sensitivity`).
 
 The ``none`` arm is global-norm clipping at max_norm 1e30 (it never clips). Warm-ups counted in steps are
 shortened to fit runs of tens of steps: AdaGC ``warmup`` and ZClip ``warmup_steps`` = 5.
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from aggc_rl.lab.arms import Arm
 
-#: The sweep's arms by name.
+#: The GRPO sweep's arms by name.
 ARMS: dict[str, Arm] = {
     "none": Arm("global", knobs={"max_norm": 1e30}),
     "global": Arm("global"),
@@ -37,11 +39,28 @@ ARMS: dict[str, Arm] = {
     "adagc": Arm("adagc", knobs={"warmup": 5}),
     "zclip": Arm("zclip", knobs={"warmup_steps": 5}),
 }
+#: The LoRA SFT sweep's arms (``--sft``): ``aggc_lora`` is AGGC with the official LoRA knobs.
+SFT_ARMS: dict[str, Arm] = {
+    "none": ARMS["none"],
+    "global": ARMS["global"],
+    "aggc_lora": Arm("aggc_lora"),
+    "adagc": ARMS["adagc"],
+}
 LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-FULL = dict(arms=tuple(ARMS), lrs=LRS, seeds=3, steps=60, prompts=16, samples=8, eval_every=20, heldout=1000)
+#: 8 prompts x 8 samples: twice the steps of 16 x 8 in the same time (~2.3 s per step on one core).
+FULL = dict(arms=tuple(ARMS), lrs=LRS, seeds=3, steps=60, prompts=8, samples=8, eval_every=30, heldout=1000)
 QUICK = dict(
-    arms=("none", "global", "aggc"), lrs=(3e-4, 3e-3, 1e-2), seeds=1, steps=10, prompts=8, samples=8,
-    eval_every=10, heldout=1000,
+    arms=("none", "global", "aggc"), lrs=(3e-4, 3e-3, 1e-2), seeds=1, steps=20, prompts=8, samples=8,
+    eval_every=20, heldout=1000,
+)  # fmt: skip
+#: LoRA learning rates sit higher than full fine-tuning's; ``prompts`` is the SFT batch (``samples`` unused).
+SFT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+FULL_SFT = dict(
+    arms=tuple(SFT_ARMS), lrs=SFT_LRS, seeds=5, steps=120, prompts=16, samples=1, eval_every=120, heldout=1000
+)
+QUICK_SFT = dict(
+    arms=("none", "global", "aggc_lora"), lrs=(3e-3, 1e-1), seeds=1, steps=30, prompts=16, samples=1,
+    eval_every=30, heldout=1000,
 )  # fmt: skip
 
 
@@ -59,7 +78,12 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument(
         "--quick", action="store_true", help="a short version (arms none,global,aggc; 3 lrs; 1 seed)"
     )
-    ap.add_argument("--arms", default=None, help=f"comma list of {', '.join(ARMS)}")
+    ap.add_argument(
+        "--sft", action="store_true", help="the LoRA SFT sweep (arms none, global, aggc_lora, adagc)"
+    )
+    ap.add_argument(
+        "--arms", default=None, help=f"comma list of {', '.join(ARMS)} (--sft: {', '.join(SFT_ARMS)})"
+    )
     ap.add_argument("--lrs", default=None, help="comma list of learning rates")
     ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1")
     ap.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
@@ -79,12 +103,13 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each")
     ap.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/N": one worker of --jobs N
     args = ap.parse_args(argv)
-    plan = dict(QUICK if args.quick else FULL)
+    arms = SFT_ARMS if args.sft else ARMS
+    plan = dict((QUICK_SFT if args.quick else FULL_SFT) if args.sft else (QUICK if args.quick else FULL))
     if args.arms:
         plan["arms"] = tuple(a for a in args.arms.split(",") if a)
-    bad = [a for a in plan["arms"] if a not in ARMS]
+    bad = [a for a in plan["arms"] if a not in arms]
     if bad:
-        ap.error(f"unknown arm(s) {bad}; allowed: {', '.join(ARMS)}")
+        ap.error(f"unknown arm(s) {bad}; allowed{' with --sft' if args.sft else ''}: {', '.join(arms)}")
     if args.lrs:
         try:
             plan["lrs"] = tuple(float(x) for x in args.lrs.split(",") if x)
@@ -116,11 +141,20 @@ def parse_args(argv: Sequence[str] | None):
     plan["proxy"] = proxy
     if args.jobs < 1:
         ap.error(f"--jobs={args.jobs} must be >= 1")
-    from aggc_rl.lab.proxy_grpo import GRPOSize
+    plan["mode"] = "sft" if args.sft else "grpo"
+    if args.sft:
+        from aggc_rl.lab.proxy_sft import SFTSize
 
-    size = GRPOSize(
-        steps=plan["steps"], prompts=plan["prompts"], samples=plan["samples"], eval_every=plan["eval_every"]
-    )
+        size = SFTSize(steps=plan["steps"], batch=plan["prompts"], eval_every=plan["eval_every"])
+    else:
+        from aggc_rl.lab.proxy_grpo import GRPOSize
+
+        size = GRPOSize(
+            steps=plan["steps"],
+            prompts=plan["prompts"],
+            samples=plan["samples"],
+            eval_every=plan["eval_every"],
+        )
     try:
         size.check()
     except ValueError as err:
@@ -167,8 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"a sweep worker failed (exit codes {codes}); run the same command again to continue"
                 )
             return _report(argv, plan, size, out, model, t0)
-    from aggc_rl.lab import proxy_grpo
+    from aggc_rl.lab import proxy_grpo, proxy_sft
 
+    one_run = proxy_sft.run if plan["mode"] == "sft" else proxy_grpo.run
+    arms = SFT_ARMS if plan["mode"] == "sft" else ARMS
     heldout = heldout_puzzles(plan["heldout"])
     start = json.loads(start_path.read_text())
     if start.pop("model") != str(model):
@@ -190,9 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         t1 = time.time()
         with output_to(path.with_suffix(".log")):
-            rec = proxy_grpo.run(
+            rec = one_run(
                 model,
-                ARMS[arm],
+                arms[arm],
                 lr,
                 seed,
                 size,
@@ -207,10 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp.rename(path)
         times.append(time.time() - t1)
         eta = (len(runs) - i) / shards * sum(times) / len(times)
+        key = "loss" if plan["mode"] == "sft" else "reward"
         print(
             f"[{i}/{len(runs)}] {arm} lr {lr:g} seed {seed}: {times[-1]:.0f}s  held-out acc "
-            f"{rec['start_acc']:.3f} -> {rec['final_acc']:.3f}  reward {rec['steps'][0]['reward']:+.2f} -> "
-            f"{rec['steps'][-1]['reward']:+.2f}  collapsed {int(rec['collapsed'])}  (eta {eta / 60:.1f} min)",
+            f"{rec['start_acc']:.3f} -> {rec['final_acc']:.3f}  {key} {rec['steps'][0][key]:+.3f} -> "
+            f"{rec['steps'][-1][key]:+.3f}  collapsed {int(rec['collapsed'])}  (eta {eta / 60:.1f} min)",
             flush=True,
         )
     if worker:
@@ -227,21 +264,34 @@ def _report(argv, plan, size, out: Path, model: Path, t0: float) -> int:
             for arm in plan["arms"]:
                 records.append(json.loads(run_path(out, arm, lr, seed).read_text()))
     wall = time.time() - t0
+    sft = plan["mode"] == "sft"
+    arms = SFT_ARMS if sft else ARMS
+    count = f"{len(records)} ({len(plan['arms'])} arms x {len(plan['lrs'])} lrs x {plan['seeds']} seeds), "
     meta = {
-        "title": "GRPO learning-rate sweep on the proxy",
+        "title": f"{'LoRA SFT' if sft else 'GRPO'} learning-rate sweep on the proxy",
         "command": "python -m aggc_rl.lab.lr_sweep "
         + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "runs": f"{len(records)} ({len(plan['arms'])} arms x {len(plan['lrs'])} lrs x {plan['seeds']} seeds), "
-        f"{size.steps} GRPO steps of {size.prompts} prompts x {size.samples} samples each",
-        "update path": "in process: the lab's harness, verl's GRPO advantage and PPO loss, the aggc_fsdp2 engine",
+        "runs": count
+        + (
+            f"{size.steps} LoRA SFT steps (rank {size.lora_rank}, alpha {size.lora_alpha}) of batch {size.batch} each"
+            if sft
+            else f"{size.steps} GRPO steps of {size.prompts} prompts x {size.samples} samples each"
+        ),
+        "update path": "in process: the lab's harness, the aggc_fsdp2 engine, "
+        + (
+            "LoRA adapters, answer-token NLL (verl's sft_loss)"
+            if sft
+            else "verl's GRPO advantage and PPO loss"
+        ),
         "held-out": f"{plan['heldout']} puzzles, greedy, evaluated every {size.eval_every} steps",
         "collapsed": "non-finite loss/grad norm, or final accuracy > 5 points below the start",
-        "arms": "; ".join(f"{a} = {describe(ARMS[a])}" for a in plan["arms"]),
+        "arms": "; ".join(f"{a} = {describe(arms[a])}" for a in plan["arms"]),
         "wall": f"{wall / 60:.1f} min this invocation",
         "mean run time": f"{sum(r['wall_s'] for r in records) / len(records):.0f}s",
         "model": str(model),
     }
-    path = sensitivity.write_report(records, plan["arms"], plan["lrs"], out / "report", meta, "lr_sweep")
+    name = "lr_sweep_sft" if sft else "lr_sweep"
+    path = sensitivity.write_report(records, plan["arms"], plan["lrs"], out / "report", meta, name)
     print("\n" + path.read_text())
     print(f"report: {path}; sweep wall time {wall:.0f}s")
     return 0

@@ -126,7 +126,7 @@ def run(
         metrics = harness.train_step(engine, batch, loss_fn)
         clip = engine.last_clip
         grad_norm = float(metrics["grad_norm"])
-        loss = _loss_of(metrics)
+        loss = logged_loss(metrics)
         step = {
             "step": t,
             "reward": float(rewards.mean()),
@@ -165,7 +165,7 @@ def run(
     return record
 
 
-def _loss_of(metrics: dict[str, Any]) -> float | None:
+def logged_loss(metrics: dict[str, Any]) -> float | None:
     """The policy loss verl logged for the step (``pg_loss`` or ``loss``), as a float."""
     for key in ("pg_loss", "actor/pg_loss", "loss"):
         if key in metrics:

@@ -142,17 +142,21 @@ def write_report(
     lines += [
         "S(arm, seed) = mean over the lr grid of [best(arm) - max(final(arm, lr, seed), start)], where best(arm) is",
         "the arm's highest seed-mean final accuracy over the grid and a non-finite run's final accuracy is 0.",
-        "Paired: per-seed differences S(arm) - S(global), mean ± 95% t-interval.",
+        "Paired: per-seed differences S(arm) - S(global) and S(arm) - S(none), mean ± 95% t-interval",
+        "(negative: less sensitive than the reference).",
         "",
-        "| arm | best lr | best acc | sensitivity | vs global (paired) |",
-        "|---|---|---|---|---|",
+        "| arm | best lr | best acc | sensitivity | vs global (paired) | vs none (paired) |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def versus(arm: str, ref: str) -> str:
+        diff = paired(sens[arm]["per_seed"], sens[ref]["per_seed"]) if ref in sens and arm != ref else None
+        return fmt(diff) if diff else "—"
+
     for a, s in sens.items():
-        diff = (
-            paired(s["per_seed"], sens["global"]["per_seed"]) if "global" in sens and a != "global" else None
-        )
         lines.append(
-            f"| {a} | {s['best_lr']:g} | {s['best'] * 100:.1f} | {fmt(s['S'])} | {fmt(diff) if diff else '—'} |"
+            f"| {a} | {s['best_lr']:g} | {s['best'] * 100:.1f} | {fmt(s['S'])} | {versus(a, 'global')} "
+            f"| {versus(a, 'none')} |"
         )
     lines += ["", f"![final accuracy vs learning rate]({name}.png)", ""]
     path = out / f"{name}.md"
