@@ -40,7 +40,7 @@ ARMS = ("global", "aggc")
 class DemoSettings:
     """Sizes of one demo; ``fast()`` is the smoke version."""
 
-    steps: int = 20
+    steps: int = 12
     prompts_per_step: int = 16
     samples_per_prompt: int = 8
     response_length: int = 56
@@ -51,7 +51,7 @@ class DemoSettings:
     # The closing comparison (lab.lr_sweep): a stable and a collapsing lr, global vs aggc, 2 seeds.
     stability_lrs: tuple[float, ...] = (3e-4, 1e-2)
     stability_seeds: int = 2
-    stability_steps: int = 20
+    stability_steps: int = 16
 
     @classmethod
     def fast(cls) -> DemoSettings:

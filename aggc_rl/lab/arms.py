@@ -52,9 +52,11 @@ class Arm:
         if self.method not in RULE_NAMES:
             raise ValueError(f"arm {self.name}: clip method {self.method!r} unknown; allowed: {RULE_NAMES}")
         out = [f"{ACTOR_KEY}.clip={self.method}"]
-        out += [
-            f"{ACTOR_KEY}.clip_config.{self.method}.{k}={v}" for k, v in self.resolved_knobs(size).items()
-        ]
+        for k, v in self.resolved_knobs(size).items():
+            if self.method == "global" and k == "max_norm":  # global's one knob is verl's optim.clip_grad
+                out.append(f"{ACTOR_KEY}.optim.clip_grad={v}")
+            else:
+                out.append(f"{ACTOR_KEY}.clip_config.{self.method}.{k}={v}")
         guard = self.resolved_guard(size)
         if guard:
             out += [f"{ACTOR_KEY}.clip_config.guard.{k}={_hydra(v)}" for k, v in guard.items()]

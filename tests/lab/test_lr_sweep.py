@@ -48,6 +48,28 @@ def test_the_arms_are_the_issue_s_and_none_never_clips():
     assert full["heldout"] >= 1000
 
 
+@pytest.mark.parametrize("table", ["grpo", "sft"])
+def test_every_arm_composes_into_the_trainer_config(table, tmp_path):
+    """Each arm's overrides compose with configs/aggc_ppo_trainer.yaml, and the knobs land where the engine
+    reads them (``none``: verl's optim.clip_grad at 1e30, so global clipping never fires)."""
+    from aggc_rl.lab.size import LabSize
+    from aggc_rl.tiny import build_tokenizer
+    from verl_cpu import harness
+
+    model = tmp_path / "model"
+    build_tokenizer().save_pretrained(model)
+    arms = lr_sweep.SFT_ARMS if table == "sft" else lr_sweep.ARMS
+    for name, arm in arms.items():
+        cfg = harness.clip_ppo_config(str(model), 10, *arm.overrides(LabSize()))
+        actor = cfg.actor_rollout_ref.actor
+        assert actor.clip == arm.method, name
+        if name == "none":
+            assert actor.optim.clip_grad >= 1e30
+        for knob, value in arm.knobs.items():
+            if knob != "max_norm":
+                assert actor.clip_config[arm.method][knob] == value, (name, knob)
+
+
 @pytest.mark.slow
 def test_a_tiny_sweep_runs_resumes_and_reports(tmp_path):
     out = tmp_path / "sweep"
