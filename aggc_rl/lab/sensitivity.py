@@ -6,11 +6,16 @@ Definitions (higher accuracy is better):
 * ``final(a, lr, s)``: held-out greedy accuracy at the end of arm ``a``'s run at ``lr`` with seed ``s``; a run
   whose loss or gradient norm became non-finite scores 0 there.
 * ``best(a)``: the highest seed-mean final accuracy of arm ``a`` over the learning-rate grid.
-* ``shortfall(a, lr, s) = best(a) - max(final(a, lr, s), start(s))``: a run that ends below where it started
-  (the warm start, ``start``) counts as the start, as in the paper's ``min(final loss, initial loss)``.
+* ``shortfall(a, lr, s) = best(a) - final(a, lr, s)``.
 * ``S(a, s)``: the mean of ``shortfall(a, lr, s)`` over the (log-spaced) grid; the arm's sensitivity is the
   mean of ``S(a, s)`` over seeds, with a t-interval over seeds. Arms are compared by the per-seed paired
   differences ``S(a, s) - S(b, s)`` (same seed: same puzzles, sampling stream and start).
+
+The paper caps each run's final loss at the initial loss, ``min(L(lr), L0)``, because a diverged loss is
+unbounded (or NaN) and would swamp the mean. Accuracy needs no cap: it is bounded in [0, 1] and a diverged run
+scores 0. A cap at the start would also be wrong here: the proxy starts warm (~48%), so capping would make a
+run that collapsed to 0% count the same as one that stayed at its start, the very difference a clipping rule
+is meant to make, and it would turn the shortfall negative whenever no learning rate beats the start.
 """
 
 from __future__ import annotations
@@ -76,9 +81,7 @@ def sensitivity(
         per_seed = {}
         for s in seeds:
             if all(s in cells[(a, lr)] for lr in lrs):
-                per_seed[s] = statistics.fmean(
-                    best - max(cells[(a, lr)][s][key], cells[(a, lr)][s]["start_acc"]) for lr in lrs
-                )
+                per_seed[s] = statistics.fmean(best - cells[(a, lr)][s][key] for lr in lrs)
         if per_seed:
             out[a] = {
                 "best_lr": best_lr,
@@ -140,8 +143,9 @@ def write_report(
         lines.append(f"| {a} | {s['best_lr']:g} | {fmt(gain)} | {gain[2]} |")
     lines += ["", "## Learning-rate sensitivity (points; lower is more stable)", ""]
     lines += [
-        "S(arm, seed) = mean over the lr grid of [best(arm) - max(final(arm, lr, seed), start)], where best(arm) is",
-        "the arm's highest seed-mean final accuracy over the grid and a non-finite run's final accuracy is 0.",
+        "S(arm, seed) = mean over the lr grid of [best(arm) - final(arm, lr, seed)], where best(arm) is the arm's",
+        "highest seed-mean final accuracy over the grid and a non-finite run's final accuracy is 0 (Wortsman et",
+        "al. 2023, adapted: accuracy is bounded, so no cap at the start; aggc_rl/lab/sensitivity.py says why).",
         "Paired: per-seed differences S(arm) - S(global) and S(arm) - S(none), mean ± 95% t-interval",
         "(negative: less sensitive than the reference).",
         "",

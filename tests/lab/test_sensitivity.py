@@ -31,10 +31,10 @@ def test_t_interval_matches_student_t():
         sensitivity.t_interval([])
 
 
-def test_sensitivity_counts_a_collapse_as_the_start_and_is_paired_by_seed():
+def test_sensitivity_counts_a_collapse_in_full_and_is_paired_by_seed():
     records = []
     for seed, jitter in enumerate((0.0, 0.01, -0.01)):
-        # global: best 0.6 at 1e-3, collapses to 0.1 at 1e-2 (counted as the start, 0.4)
+        # global: best 0.6 at 1e-3, collapses to 0.1 at 1e-2 (below its start of 0.4: no cap)
         records += [rec("global", 1e-4, seed, 0.5 + jitter), rec("global", 1e-3, seed, 0.6 + jitter)]
         records.append(rec("global", 1e-2, seed, 0.1, collapsed=True))
         # aggc: the same best, and 0.55 at 1e-2
@@ -42,11 +42,23 @@ def test_sensitivity_counts_a_collapse_as_the_start_and_is_paired_by_seed():
         records.append(rec("aggc", 1e-2, seed, 0.55 + jitter))
     out = sensitivity.sensitivity(records, ("global", "aggc"), LRS)
     assert out["global"]["best_lr"] == 1e-3 and out["global"]["best"] == pytest.approx(0.6)
-    # seed 0: global (0.1 + 0 + 0.2) / 3; aggc (0.1 + 0 + 0.05) / 3
-    assert out["global"]["per_seed"][0] == pytest.approx(0.3 / 3)
+    # seed 0: global (0.1 + 0 + 0.5) / 3; aggc (0.1 + 0 + 0.05) / 3
+    assert out["global"]["per_seed"][0] == pytest.approx(0.6 / 3)
     assert out["aggc"]["per_seed"][0] == pytest.approx(0.15 / 3)
     diff = sensitivity.paired(out["aggc"]["per_seed"], out["global"]["per_seed"])
-    assert diff[2] == 3 and diff[0] < 0
+    assert diff[2] == 3 and diff[0] == pytest.approx(-0.45 / 3)
+
+
+def test_an_arm_that_never_beats_its_start_still_ranks_collapses():
+    """No lr improves on the start (0.4): staying put and collapsing to 0 must not count the same."""
+    records = []
+    for seed in range(2):
+        records += [rec("a", 1e-4, seed, 0.38), rec("a", 1e-3, seed, 0.36), rec("a", 1e-2, seed, 0.0)]
+        records += [rec("b", 1e-4, seed, 0.38), rec("b", 1e-3, seed, 0.36), rec("b", 1e-2, seed, 0.35)]
+    out = sensitivity.sensitivity(records, ("a", "b"), LRS)
+    assert out["a"]["S"][0] == pytest.approx((0 + 0.02 + 0.38) / 3)
+    assert out["b"]["S"][0] == pytest.approx((0 + 0.02 + 0.03) / 3)
+    assert out["a"]["S"][0] > out["b"]["S"][0] > 0
 
 
 def test_an_arm_with_a_missing_lr_has_no_sensitivity_and_duplicates_are_refused():
