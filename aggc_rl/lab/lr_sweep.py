@@ -97,7 +97,10 @@ def parse_args(argv: Sequence[str] | None):
         "--threads", type=int, default=1, help="torch threads per run (1 is fastest on 2 busy cores)"
     )
     ap.add_argument(
-        "--warm-start", type=int, default=None, help="the proxy's warm-start steps (default: its own)"
+        "--warm-start",
+        type=int,
+        default=None,
+        help="the proxy's warm-start steps (default: its own; the last min(N, its decay) steps decay)",
     )
     ap.add_argument("--hidden", type=int, default=None, help="the proxy's width (default: its own)")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each")
@@ -136,7 +139,14 @@ def parse_args(argv: Sequence[str] | None):
             PROXY,
             hidden_size=width,
             intermediate_size=2 * width,
-            warm_start_steps=PROXY.warm_start_steps if args.warm_start is None else args.warm_start,
+            **(
+                {}
+                if args.warm_start is None
+                else {
+                    "warm_start_steps": args.warm_start,
+                    "decay_steps": min(args.warm_start, PROXY.decay_steps),
+                }
+            ),
         )
     plan["proxy"] = proxy
     if args.jobs < 1:
@@ -187,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not worker:
         print(
             f"lr-sweep: {len(plan['arms'])} arms x {len(plan['lrs'])} lrs x {plan['seeds']} seeds = {len(runs)} runs "
-            f"of {size.steps} GRPO steps ({size.prompts} prompts x {size.samples} samples), held-out "
+            f"of {size.describe()}, held-out "
             f"{plan['heldout']} puzzles; proxy {model}; logs in {out / 'runs'}/*.log",
             flush=True,
         )
@@ -271,12 +281,7 @@ def _report(argv, plan, size, out: Path, model: Path, t0: float) -> int:
         "title": f"{'LoRA SFT' if sft else 'GRPO'} learning-rate sweep on the proxy",
         "command": "python -m aggc_rl.lab.lr_sweep "
         + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "runs": count
-        + (
-            f"{size.steps} LoRA SFT steps (rank {size.lora_rank}, alpha {size.lora_alpha}) of batch {size.batch} each"
-            if sft
-            else f"{size.steps} GRPO steps of {size.prompts} prompts x {size.samples} samples each"
-        ),
+        "runs": count + size.describe() + " each",
         "update path": "in process: the lab's harness, the aggc_fsdp2 engine, "
         + (
             "LoRA adapters, answer-token NLL (verl's sft_loss)"

@@ -40,6 +40,9 @@ class GRPOSize:
     eval_every: int = 20  # held-out greedy accuracy every this many steps (and at the start and end)
     people: int = 2
 
+    def describe(self) -> str:
+        return f"{self.steps} GRPO steps of {self.prompts} prompts x {self.samples} samples"
+
     def check(self) -> None:
         if self.steps < 2:
             raise ValueError(f"steps={self.steps} must be >= 2")

@@ -42,6 +42,9 @@ class SFTSize:
     lora_rank: int = LORA_RANK
     lora_alpha: int = LORA_ALPHA
 
+    def describe(self) -> str:
+        return f"{self.steps} LoRA SFT steps of batch {self.batch} (rank {self.lora_rank}, alpha {self.lora_alpha})"
+
     def check(self) -> None:
         if self.steps < 2:
             raise ValueError(f"steps={self.steps} must be >= 2")

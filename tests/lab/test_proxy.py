@@ -56,6 +56,14 @@ def test_cache_key_names_every_input():
         assert other.key() != PROXY.key(), field.name
 
 
+def test_the_warm_start_lr_is_constant_then_decays_linearly_to_zero():
+    from aggc_rl.lab.proxy import lr_factor
+
+    spec = ProxySpec(warm_start_steps=10, decay_steps=4)
+    assert [lr_factor(spec, t) for t in range(10)] == [1.0] * 6 + [1.0, 0.75, 0.5, 0.25]
+    assert [lr_factor(ProxySpec(warm_start_steps=3), t) for t in range(3)] == [1.0, 1.0, 1.0]
+
+
 def test_same_inputs_same_files_and_built_once(tmp_path):
     spec = ProxySpec(hidden_size=32, intermediate_size=64, warm_start_steps=4, batch=2)
     a = proxy_policy(spec, root=tmp_path / "a", eval_count=8, log=lambda *_: None)
