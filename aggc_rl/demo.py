@@ -44,12 +44,12 @@ class DemoSettings:
     prompts_per_step: int = 16
     samples_per_prompt: int = 8
     response_length: int = 56
-    lr: float = 3e-4
+    lr: float = 1e-4
     seed: int = 0
     proxy: ProxySpec = field(default=PROXY)
     heldout: int = 1000  # held-out puzzles scored at the start and the end of each arm
     # The closing comparison (lab.lr_sweep): a stable and a collapsing lr, global vs aggc, 2 seeds.
-    stability_lrs: tuple[float, ...] = (3e-4, 1e-2)
+    stability_lrs: tuple[float, ...] = (1e-4, 3e-3)
     stability_seeds: int = 2
     stability_steps: int = 16
 
