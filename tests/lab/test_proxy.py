@@ -61,7 +61,7 @@ def test_the_warm_start_lr_is_constant_then_decays_linearly_to_zero():
 
     spec = ProxySpec(warm_start_steps=10, decay_steps=4)
     assert [lr_factor(spec, t) for t in range(10)] == [1.0] * 6 + [1.0, 0.75, 0.5, 0.25]
-    assert [lr_factor(ProxySpec(warm_start_steps=3), t) for t in range(3)] == [1.0, 1.0, 1.0]
+    assert [lr_factor(ProxySpec(warm_start_steps=3, decay_steps=0), t) for t in range(3)] == [1.0, 1.0, 1.0]
 
 
 def test_same_inputs_same_files_and_built_once(tmp_path):
@@ -77,13 +77,18 @@ def test_same_inputs_same_files_and_built_once(tmp_path):
     assert (a / "model.safetensors").stat().st_mtime_ns == stamp  # not rebuilt
 
 
-def test_snapshots_are_the_shorter_warm_starts(tmp_path):
-    spec = ProxySpec(hidden_size=32, intermediate_size=64, warm_start_steps=4, batch=2)
+def test_snapshots_are_the_shorter_constant_lr_warm_starts(tmp_path):
+    """Snapshots are taken up to where the decay starts, under the key of the constant-lr warm start of that
+    length, and hold exactly its bytes; none is taken inside the decay."""
+    spec = ProxySpec(hidden_size=32, intermediate_size=64, warm_start_steps=6, decay_steps=2, batch=2)
     proxy_policy(spec, root=tmp_path / "long", eval_count=0, snapshot_every=2, log=lambda *_: None)
-    short = dataclasses.replace(spec, warm_start_steps=2)
+    short = dataclasses.replace(spec, warm_start_steps=4, decay_steps=0)
     direct = proxy_policy(short, root=tmp_path / "short", eval_count=0, log=lambda *_: None)
     snap = tmp_path / "long" / short.key()
     assert (snap / "model.safetensors").read_bytes() == (direct / "model.safetensors").read_bytes()
+    built = {p.name for p in (tmp_path / "long").iterdir()}
+    want = {spec.key(), short.key(), dataclasses.replace(short, warm_start_steps=2).key()}
+    assert built == want  # steps 2 and 4 (constant lr) and the whole; nothing at a decaying step
 
 
 _REPLAY = """
