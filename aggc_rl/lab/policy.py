@@ -131,7 +131,8 @@ class Sampler:
     def encode(self, puzzles) -> list[list[int]]:
         return [_encode(self.tokenizer, chat(p, self.compact)) for p in puzzles]
 
-    def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts left-padded to one width (generation appends on the right), with their attention mask."""
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -147,7 +148,7 @@ class Sampler:
         A plain KV-cache loop (no top-k/top-p, no logits processors): the log-prob of each sampled token is
         the one verl's PPO loss recomputes at temperature 1.
         """
-        ids, mask = self._left_pad(prompts)
+        ids, mask = self.left_pad(prompts)
         ids, mask = ids.to(self.device), mask.to(self.device)
         gen = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
         batch = ids.shape[0]

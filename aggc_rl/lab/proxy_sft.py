@@ -99,7 +99,7 @@ def sft_batch(sampler: Sampler, puzzles) -> dict[str, torch.Tensor]:
 
     prompts = sampler.encode(puzzles)
     answers = [sampler.tokenizer.encode(short_answer(p) + EOS, add_special_tokens=False) for p in puzzles]
-    ids, mask = sampler._left_pad(prompts)
+    ids, mask = sampler.left_pad(prompts)
     width = max(len(a) for a in answers)
     resp = torch.full((len(answers), width), sampler.pad_id, dtype=torch.long)
     rmask = torch.zeros((len(answers), width), dtype=torch.long)
