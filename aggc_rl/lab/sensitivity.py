@@ -63,6 +63,28 @@ def table(records: Sequence[dict]) -> dict[tuple[str, float], dict[int, dict]]:
     return out
 
 
+def _trace(record: dict) -> tuple:
+    """What a run did, step by step: its pre-clip norms and clip decisions, then its end (equal traces mean
+    the two rules acted identically throughout)."""
+    steps = tuple((s.get("grad_norm"), tuple(s.get("scales", ())), s.get("skipped")) for s in record["steps"])
+    return steps, record["final_acc"]
+
+
+def identical_to(cells, arm: str, lr: float, earlier: Sequence[str]) -> str | None:
+    """The first earlier arm whose runs at ``lr`` are step-for-step identical to ``arm``'s in every seed (a
+    rule that never acted differently there: an identity, not a second measurement); None otherwise."""
+    mine = cells.get((arm, lr), {})
+    if not mine or any("steps" not in r for r in mine.values()):
+        return None
+    for other in earlier:
+        theirs = cells.get((other, lr), {})
+        if set(theirs) == set(mine) and all(
+            "steps" in theirs[s] and _trace(theirs[s]) == _trace(mine[s]) for s in mine
+        ):
+            return other
+    return None
+
+
 def sensitivity(
     records: Sequence[dict], arms: Sequence[str], lrs: Sequence[float], key: str = "final_acc"
 ) -> dict[str, Any]:
@@ -129,9 +151,17 @@ def write_report(
                 row.append("—")
                 continue
             cell = t_interval([r["final_acc"] for r in runs])
-            row.append(f"{fmt(cell)} [{sum(r['collapsed'] for r in runs)}/{len(runs)}]")
+            same = identical_to(cells, a, lr, arms[: arms.index(a)])
+            row.append(
+                f"{fmt(cell)} [{sum(r['collapsed'] for r in runs)}/{len(runs)}]"
+                + (f" (= {same})" if same else "")
+            )
         lines.append(f"| {a} | " + " | ".join(row) + " |")
     lines += [
+        "",
+        "(= X): in every seed the run is step-for-step identical to arm X's (same pre-clip norms, scales and",
+        "result): the rule never acted differently at that learning rate, so the cell is an identity, not a",
+        "second measurement.",
         "",
         "## Gain over the warm start at each arm's best learning rate (points, paired over seeds)",
         "",

@@ -75,3 +75,26 @@ def test_report_writes_markdown_and_png(tmp_path):
     text = path.read_text()
     assert "| global |" in text and "sensitivity" in text and "vs global (paired)" in text
     assert (tmp_path / "lr_sweep.png").stat().st_size > 1000
+
+
+def test_an_arm_identical_to_an_earlier_one_is_marked_as_an_identity(tmp_path):
+    def run(arm, lr, seed, norms, scales, final):
+        steps = [
+            {"grad_norm": g, "scales": [c], "skipped": False} for g, c in zip(norms, scales, strict=True)
+        ]
+        return {**rec(arm, lr, seed, final), "steps": steps}
+
+    records = []
+    for seed in range(2):
+        for lr in LRS:
+            records.append(run("none", lr, seed, [0.2, 0.3], [1.0, 1.0], 0.4))
+            records.append(run("global", lr, seed, [0.2, 0.3], [1.0, 1.0], 0.4))  # never binds: identical
+            clipped = 0.5 if lr == 1e-2 else 1.0  # aggc acts only at the largest lr
+            records.append(run("aggc", lr, seed, [0.2, 0.3], [1.0, clipped], 0.4 if lr != 1e-2 else 0.3))
+    cells = sensitivity.table(records)
+    arms = ("none", "global", "aggc")
+    assert sensitivity.identical_to(cells, "global", 1e-3, arms[:1]) == "none"
+    assert sensitivity.identical_to(cells, "aggc", 1e-3, arms[:2]) == "none"
+    assert sensitivity.identical_to(cells, "aggc", 1e-2, arms[:2]) is None
+    text = sensitivity.write_report(records, arms, LRS, tmp_path, {"title": "t"}, "x").read_text()
+    assert "(= none)" in text and "an identity" in text
