@@ -49,6 +49,8 @@ class LabClipEngine(ClipFSDPEngine):
                 continue
             self.measure_groups.setdefault(group_of(name, MEASURE_SCHEME), []).append(name)
         self.pre_norms: dict[str, float] = {}  # the last step's pre-clip norms, measured groups
+        # A list: every step's pre-clip gradients are appended to it (lab v2's warm-up); None: not recorded.
+        self.record_grads: list[dict[str, torch.Tensor]] | None = None
 
     def arm(self, fault: Fault | None) -> None:
         """Inject ``fault`` when the engine reaches its step (None or kind 'none': nothing)."""
@@ -86,6 +88,10 @@ class LabClipEngine(ClipFSDPEngine):
             grads = [_local(params[n].grad) for n in self.measure_groups[self.fault.group]]
             torch._foreach_mul_([g for g in grads if g is not None], self.fault.scale)
             self.fault_fired = True
+        if self.record_grads is not None:
+            self.record_grads.append(
+                {n: _local(p.grad).detach().clone() for n, p in params.items() if p.grad is not None}
+            )
         self.pre_norms = {
             group: float(
                 torch.linalg.vector_norm(
