@@ -184,5 +184,5 @@ def branch(engine, loss_fn, state: WarmState, size: ReplaySize, fault=None) -> l
     for batch in state.batches:
         harness.train_step(engine, batch.clone(), loss_fn)
         trajectory.append({"params": params(engine), "adam": adam_state(engine), "clip": engine.last_clip,
-                           "fault_fired": engine.fault_fired})  # fmt: skip
+                           "pre_norm": dict(engine.pre_norms), "fault_fired": engine.fault_fired})  # fmt: skip
     return trajectory

@@ -72,3 +72,49 @@ def test_twins_are_identical_until_the_fault_and_the_error_grows_with_the_spike(
     assert small["start"] == large["start"] == 0.0  # every branch starts from the same warm state
     assert small["fired"] and large["fired"]
     assert 0.05 < small["fault"] < large["fault"], (small, large)
+
+
+def _trajectory(steps):
+    """A fake twin: a list of (params, exp_avg, exp_avg_sq, pre_norm) per step for one 2-group model."""
+    import torch
+
+    out = []
+    for p, m, v, g in steps:
+        out.append({
+            "params": {"a": torch.tensor(p[0]), "b": torch.tensor(p[1])},
+            "adam": {"a": {"exp_avg": torch.tensor(m[0]), "exp_avg_sq": torch.tensor(v[0])},
+                     "b": {"exp_avg": torch.tensor(m[1]), "exp_avg_sq": torch.tensor(v[1])}},
+            "pre_norm": {"A": g[0], "B": g[1]},
+        })  # fmt: skip
+    return out
+
+
+def test_errors_are_differences_of_twins_not_sizes():
+    from aggc_rl.lab import errors
+
+    groups = {"A": ["a"], "B": ["b"]}
+    start = ([[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]], (0.0, 0.0))
+    clean = _trajectory(
+        [start, ([[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]], (1.0, 1.0))]
+    )
+    # Faulted: group A's update has the same size but the opposite direction; B unchanged.
+    faulted = _trajectory(
+        [start, ([[-1.0, 0.0], [0.0, 1.0]], [[-1.0, 0.0], [0.0, 1.0]], [[4.0, 4.0], [1.0, 1.0]], (9.0, 1.0))]
+    )
+    step = errors.fault_step(clean, faulted, groups)
+    assert step["A"] == {"error": 2.0, "cosine": -1.0}  # a norm ratio would read 1.0 here
+    assert step["B"] == {"error": 0.0, "cosine": 1.0}
+    assert step["all"]["error"] == pytest.approx(2.0 / 2**0.5)
+    assert errors.drift(clean, faulted, groups)["A"] == [2.0]
+    mom = errors.moments(clean, faulted, groups)
+    assert mom["A"] == {"m_error": [2.0], "v_ratio": [4.0]} and mom["B"] == {
+        "m_error": [0.0],
+        "v_ratio": [1.0],
+    }
+    assert not errors.is_null(clean)
+    null = _trajectory(
+        [start, ([[0.1, 0.0], [0.0, 0.1]], [[0.1, 0.0], [0.0, 0.1]], [[1.0, 1.0], [1.0, 1.0]], (0.0, 0.0))]
+    )
+    assert errors.is_null(null) and errors.is_null(
+        null, "A"
+    )  # momentum moved the weights, the gradient was 0
