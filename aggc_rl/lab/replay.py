@@ -173,6 +173,21 @@ def warm_state(model_path: Path, seed: int, size: ReplaySize, log=print) -> Warm
     return WarmState(seed, weights, adam, warm_grads, batches, rewards)
 
 
+def outlier_(batch, scale: float) -> None:
+    """One sequence of the batch gets its advantages x ``scale``: the one with the largest |advantage|, so the
+    outlier is a sample that already moves the update (a zero-advantage one would be a null fault)."""
+    adv = batch["advantages"]
+    dense = adv.values() if adv.is_nested else adv
+    if adv.is_nested:  # no-padding layout: one nested row per sequence
+        rows = adv.unbind()
+        pick = max(range(len(rows)), key=lambda i: float(rows[i].abs().max()))
+        offsets = adv.offsets()
+        dense[offsets[pick] : offsets[pick + 1]] *= scale
+    else:
+        pick = int(adv.abs().amax(-1).argmax())
+        adv[pick] *= scale
+
+
 def branch(engine, loss_fn, state: WarmState, size: ReplaySize, fault=None) -> list[dict[str, Any]]:
     """One twin: restore, then train on the recorded batches with ``fault`` at the first. Per step (0: the
     warm state, 1..replay+1 after each update): weights, Adam's moments and the clip result."""
@@ -181,8 +196,12 @@ def branch(engine, loss_fn, state: WarmState, size: ReplaySize, fault=None) -> l
     restore(engine, state, size)
     engine.arm(None if fault is None else dataclasses.replace(fault, step=size.warmup))
     trajectory = [{"params": params(engine), "adam": adam_state(engine), "clip": None}]
-    for batch in state.batches:
-        harness.train_step(engine, batch.clone(), loss_fn)
+    for t, recorded in enumerate(state.batches):
+        batch = recorded.clone()
+        in_batch = fault is not None and fault.kind == "outlier_sequence" and t < fault.duration
+        if in_batch:
+            outlier_(batch, fault.scale)
+        harness.train_step(engine, batch, loss_fn)
         trajectory.append({"params": params(engine), "adam": adam_state(engine), "clip": engine.last_clip,
-                           "pre_norm": dict(engine.pre_norms), "fault_fired": engine.fault_fired})  # fmt: skip
+                           "pre_norm": dict(engine.pre_norms), "fault_fired": engine.fault_fired or in_batch})  # fmt: skip
     return trajectory
