@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from aggc_rl.lab import errors, replay
 from aggc_rl.clipping import rule_knobs
+from aggc_rl.lab import errors, replay
 from aggc_rl.lab.arms import WARMUP_KNOBS, Arm
 from aggc_rl.lab.faults import Fault
 from aggc_rl.lab.policy import Sampler, probe_kl, puzzles_for
@@ -85,7 +85,7 @@ def run_seed_arm(
     log=print,
 ) -> dict[str, Any]:
     """The clean twin and every faulted twin of ``arm`` for one seed; its record (JSON-safe)."""
-    cfg, setup, engine, loss_fn = replay.build(model, ARMS[arm], size)
+    _, _, engine, loss_fn = replay.build(model, ARMS[arm], size)
     groups = engine.measure_groups
     sampler = Sampler(model, compact=True)
     probe_puzzles = puzzles_for(0, 0, probe_count, size.people, split="probe")
