@@ -135,9 +135,26 @@ def restore(engine, state: WarmState, size: ReplaySize) -> None:
     engine.steps_done = size.warmup
 
 
+def sample_batch(sampler: Sampler, setup, cfg, seed: int, t: int, size: ReplaySize):
+    """The on-policy PPO batch of step ``t`` of ``seed``'s stream, sampled from ``sampler``'s weights: the
+    prompts and the sampling seed depend on (seed, t) only, so equal weights give an equal batch."""
+    from aggc_rl.lab.loop import grpo_advantages, padded_batch
+    from verl_cpu import harness
+
+    puzzles = train_puzzles("lab", seed, t, size.prompts, size.people)
+    ids = [x for x in sampler.encode(puzzles) for _ in range(size.samples)]
+    answers = [p.answer_text for p in puzzles for _ in range(size.samples)]
+    gen = sampler.generate(ids, size.response_length, seed=stable_seed("lab-sample", seed, t))
+    r, _ = score(sampler.texts(gen["responses"], gen["response_mask"]), answers)
+    batch = harness.make_ppo_batch(
+        setup, cfg, padded_batch(gen, grpo_advantages(r, gen["response_mask"], size.samples))
+    )
+    return batch, float(r.mean())
+
+
 def warm_state(model_path: Path, seed: int, size: ReplaySize, log=print) -> WarmState:
     """Steps 1 and 2 of the module docstring, under arm ``none``."""
-    from aggc_rl.lab.loop import grpo_advantages, local_params, padded_batch
+    from aggc_rl.lab.loop import local_params
     from aggc_rl.lab.lr_sweep import ARMS
     from verl_cpu import harness
 
@@ -153,23 +170,14 @@ def warm_state(model_path: Path, seed: int, size: ReplaySize, log=print) -> Warm
         if t == size.warmup:
             engine.record_grads = None
             weights, adam = params(engine), adam_state(engine)
-        puzzles = train_puzzles("lab", seed, t, size.prompts, size.people)
-        ids = [x for x in sampler.encode(puzzles) for _ in range(size.samples)]
-        answers = [p.answer_text for p in puzzles for _ in range(size.samples)]
-        gen = sampler.generate(ids, size.response_length, seed=stable_seed("lab-sample", seed, t))
-        r, _ = score(sampler.texts(gen["responses"], gen["response_mask"]), answers)
-        batch = harness.make_ppo_batch(
-            setup, cfg, padded_batch(gen, grpo_advantages(r, gen["response_mask"], size.samples))
-        )
+        batch, reward = sample_batch(sampler, setup, cfg, seed, t, size)
         if t >= size.warmup:
             batches.append(batch.clone())
-        rewards.append(float(r.mean()))
+        rewards.append(reward)
         harness.train_step(engine, batch, loss_fn)
         sampler.load(local_params(engine))
-        if t % 10 == 0:
-            log(
-                f"    warm-up seed {seed} step {t + 1}/{size.warmup + 1 + size.replay} reward {rewards[-1]:+.3f}"
-            )
+        if t % 25 == 0:
+            log(f"    warm-up seed {seed} step {t + 1}/{size.warmup + 1 + size.replay} reward {reward:+.3f}")
     return WarmState(seed, weights, adam, warm_grads, batches, rewards)
 
 
@@ -188,20 +196,42 @@ def outlier_(batch, scale: float) -> None:
         adv[pick] *= scale
 
 
-def branch(engine, loss_fn, state: WarmState, size: ReplaySize, fault=None) -> list[dict[str, Any]]:
-    """One twin: restore, then train on the recorded batches with ``fault`` at the first. Per step (0: the
-    warm state, 1..replay+1 after each update): weights, Adam's moments and the clip result."""
+@dataclass
+class OnPolicy:
+    """Branch on-policy instead of replaying: each step samples from the branch's own weights (same prompts
+    and sampling seeds as the clean continuation), so a fault's behavioural effect shows in the rewards."""
+
+    sampler: Sampler
+    setup: Any
+    cfg: Any
+
+
+def branch(
+    engine, loss_fn, state: WarmState, size: ReplaySize, fault=None, on_policy: OnPolicy | None = None
+) -> list[dict[str, Any]]:
+    """One twin: restore, then train on the recorded batches (or, ``on_policy``, on fresh samples) with
+    ``fault`` at the first. Per step (0: the warm state, 1..replay+1 after each update): weights, Adam's
+    moments, the clip result and, on-policy, the batch's mean reward."""
+    from aggc_rl.lab.loop import local_params
     from verl_cpu import harness
 
     restore(engine, state, size)
     engine.arm(None if fault is None else dataclasses.replace(fault, step=size.warmup))
-    trajectory = [{"params": params(engine), "adam": adam_state(engine), "clip": None}]
+    trajectory: list[dict[str, Any]] = [{"params": params(engine), "adam": adam_state(engine), "clip": None}]
     for t, recorded in enumerate(state.batches):
-        batch = recorded.clone()
+        reward = None
+        if on_policy is None:
+            batch = recorded.clone()
+        else:
+            on_policy.sampler.load(local_params(engine))
+            batch, reward = sample_batch(
+                on_policy.sampler, on_policy.setup, on_policy.cfg, state.seed, size.warmup + t, size
+            )
         in_batch = fault is not None and fault.kind == "outlier_sequence" and t < fault.duration
         if in_batch:
             outlier_(batch, fault.scale)
         harness.train_step(engine, batch, loss_fn)
         trajectory.append({"params": params(engine), "adam": adam_state(engine), "clip": engine.last_clip,
-                           "pre_norm": dict(engine.pre_norms), "fault_fired": engine.fault_fired or in_batch})  # fmt: skip
+                           "pre_norm": dict(engine.pre_norms), "fault_fired": engine.fault_fired or in_batch,
+                           "reward": reward})  # fmt: skip
     return trajectory
