@@ -33,7 +33,7 @@ from aggc_rl.lab.loop import ensure_process_group
 from aggc_rl.lab.lr_sweep import ARMS
 from aggc_rl.lab.proxy import TEST_PROXY, proxy_policy
 ensure_process_group("cpu")
-model = proxy_policy(TEST_PROXY, root=Path(sys.argv[1]), eval_count=0, log=lambda *_: None)
+model = proxy_policy(TEST_PROXY, eval_count=0, log=lambda *_: None)
 size = replay.ReplaySize(warmup=5, beta2=0.8, replay=3, prompts=2, samples=4, lr=1e-3)
 state = replay.warm_state(model, 0, size, log=lambda *a: None)
 def dist(a, b):
@@ -51,16 +51,36 @@ for scale in (10.0, 1000.0):
     out["errors"][scale] = {"start": dist(f[0]["params"], c1[0]["params"]),
                             "fault": dist(step(f, 1), step(c1, 1)) / dist(step(c1, 1), {n: 0 * v for n, v in step(c1, 1).items()}),
                             "fired": f[1]["fault_fired"]}
+# A null fault: the fault step's batch has zero advantages (every group's rewards uniform), so its gradient is 0.
+from aggc_rl.lab import twins
+state.batches[0]["advantages"].zero_()
+c0 = replay.branch(engine, loss_fn, state, size)
+f0 = replay.branch(engine, loss_fn, state, size, twins.FAULTS["loss_x100"])
+real = replay.branch(engine, loss_fn, replay.warm_state(model, 0, size, log=lambda *a: None), size)
+out["null"] = twins.measure(c0, f0, engine.measure_groups, twins.FAULTS["loss_x100"])["null"]
+out["not_null"] = twins.measure(real, real, engine.measure_groups, twins.FAULTS["loss_x100"])["null"]
+out["null_moved"] = dist(c0[1]["params"], c0[0]["params"])
 print("RESULT " + json.dumps(out))
 """
 
 
-@pytest.mark.slow
-def test_twins_are_identical_until_the_fault_and_the_error_grows_with_the_spike(tmp_path):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One small proxy for the module's runs (AGGC_RL_CACHE)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def _env(cache: Path) -> dict[str, str]:
     env = dict(os.environ, VERL_PLATFORM="cpu", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    env["AGGC_RL_CACHE"] = str(cache)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@pytest.mark.slow
+def test_twins_are_identical_until_the_fault_and_the_error_grows_with_the_spike(cache):
     proc = subprocess.run(
-        [sys.executable, "-c", _RUN, str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", _RUN], cwd=REPO, env=_env(cache), capture_output=True, text=True, timeout=900
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT ", 1)[1])
@@ -72,6 +92,8 @@ def test_twins_are_identical_until_the_fault_and_the_error_grows_with_the_spike(
     assert small["start"] == large["start"] == 0.0  # every branch starts from the same warm state
     assert small["fired"] and large["fired"]
     assert 0.05 < small["fault"] < large["fault"], (small, large)
+    # The null fault is detected from the clean gradient (Adam's momentum still moved the weights), a real one not.
+    assert out["null"] is True and out["not_null"] is False and out["null_moved"] > 0, out
 
 
 def _trajectory(steps):
