@@ -30,6 +30,9 @@ from aggc_rl.lab.policy import Sampler, score, stable_seed
 from aggc_rl.lab.proxy import RESPONSE_LENGTH, train_puzzles
 from aggc_rl.lab.size import LabSize
 
+#: Faults that change the replayed batch itself (the others are injected by the lab engine).
+BATCH_FAULTS = ("outlier_sequence", "reward_noise")
+
 
 @dataclass(frozen=True)
 class ReplaySize:
@@ -181,19 +184,35 @@ def warm_state(model_path: Path, seed: int, size: ReplaySize, log=print) -> Warm
     return WarmState(seed, weights, adam, warm_grads, batches, rewards)
 
 
+def _rows(adv: torch.Tensor) -> list[torch.Tensor]:
+    """One view per sequence of a batch's advantages (padded rows, or the rows of a nested tensor)."""
+    if adv.is_nested:  # no-padding layout: one nested row per sequence, views into values()
+        dense, offsets = adv.values(), adv.offsets()
+        return [dense[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return list(adv)
+
+
 def outlier_(batch, scale: float) -> None:
     """One sequence of the batch gets its advantages x ``scale``: the one with the largest |advantage|, so the
     outlier is a sample that already moves the update (a zero-advantage one would be a null fault)."""
-    adv = batch["advantages"]
-    dense = adv.values() if adv.is_nested else adv
-    if adv.is_nested:  # no-padding layout: one nested row per sequence
-        rows = adv.unbind()
-        pick = max(range(len(rows)), key=lambda i: float(rows[i].abs().max()))
-        offsets = adv.offsets()
-        dense[offsets[pick] : offsets[pick + 1]] *= scale
-    else:
-        pick = int(adv.abs().amax(-1).argmax())
-        adv[pick] *= scale
+    rows = _rows(batch["advantages"])
+    pick = max(range(len(rows)), key=lambda i: float(rows[i].abs().max()))
+    rows[pick] *= scale
+
+
+def reward_noise_(batch, samples: int, seed: int) -> None:
+    """The batch's advantages replaced by verl's GRPO advantages of uniform random rewards over the scorer's
+    range (one scalar per sequence, on every response token, as the outcome advantage is)."""
+    from aggc_rl.lab.loop import grpo_advantages
+    from aggc_rl.lab.policy import REWARD_RANGE
+
+    rows = _rows(batch["advantages"])
+    gen = torch.Generator().manual_seed(stable_seed("lab-reward-noise", seed) % (2**31))
+    lo, hi = REWARD_RANGE
+    rewards = lo + (hi - lo) * torch.rand(len(rows), generator=gen)
+    adv = grpo_advantages(rewards, torch.ones(len(rows), 1, dtype=torch.long), samples)[:, -1]
+    for row, a in zip(rows, adv, strict=True):
+        row.fill_(float(a))
 
 
 @dataclass
@@ -227,9 +246,11 @@ def branch(
             batch, reward = sample_batch(
                 on_policy.sampler, on_policy.setup, on_policy.cfg, state.seed, size.warmup + t, size
             )
-        in_batch = fault is not None and fault.kind == "outlier_sequence" and t < fault.duration
-        if in_batch:
+        in_batch = fault is not None and fault.kind in BATCH_FAULTS and t < fault.duration
+        if in_batch and fault.kind == "outlier_sequence":
             outlier_(batch, fault.scale)
+        elif in_batch:
+            reward_noise_(batch, size.samples, state.seed)
         harness.train_step(engine, batch, loss_fn)
         trajectory.append({"params": params(engine), "adam": adam_state(engine), "clip": engine.last_clip,
                            "pre_norm": dict(engine.pre_norms), "fault_fired": engine.fault_fired or in_batch,

@@ -31,7 +31,8 @@ def _at_defaults(method: str, **extra: Any) -> Arm:
     return Arm(method, knobs=knobs, **extra)
 
 
-#: Lab v2's arms: ``none`` is the control; AdaGC both at its own (per-tensor) grouping and at AGGC's.
+#: Lab v2's arms: ``none`` is the control; AdaGC both at its own (per-tensor) grouping and at AGGC's
+#: (``module_type``); the step guard.
 ARMS: dict[str, Arm] = {
     "none": Arm("global", knobs={"max_norm": 1e30}),
     "global": Arm("global"),
@@ -40,6 +41,9 @@ ARMS: dict[str, Arm] = {
     "adagc": _at_defaults("adagc"),
     "adagc_module_type": _at_defaults("adagc", grouping="module_type"),
     "zclip": _at_defaults("zclip"),
+    # The step guard's sigma test (skip a step whose total norm is > 6 sigma above the window's mean) over
+    # global clipping; its window fits in the warm-up, so it is ready at the fault.
+    "global_guard": Arm("global", guard={"skip_sigma": 6.0, "window": 100}),
 }
 
 #: The faults, by name (the fault step is set by the replay: the first step after the warm-up).
@@ -53,6 +57,7 @@ FAULTS: dict[str, Fault] = {
     "outlier_x1000": Fault("outlier_sequence", 1, scale=1000.0),
     "random_x10": Fault("random_direction", 1, scale=10.0),
     "inf_lm_head": Fault("inf_group", 1, group="lm_head"),
+    "reward_noise": Fault("reward_noise", 1),
 }
 
 
@@ -96,7 +101,7 @@ class Plan:
         )
 
 
-FULL = Plan(10, tuple(ARMS), tuple(FAULTS), FULL_SIZE)
+FULL = Plan(10, tuple(ARMS), tuple(f for f in FAULTS if f != "loss_x1000"), FULL_SIZE)
 QUICK = Plan(2, ("none", "global", "aggc"), ("loss_x100", "lm_head_x100", "inf_lm_head"),
              replay.ReplaySize(warmup=20, beta2=0.95, replay=10, prompts=2, samples=4, lr=1e-4))  # fmt: skip
 ON_POLICY = Plan(3, ("none", "global", "aggc", "adagc", "zclip"), ("loss_x1000", "lm_head_x100", "random_x10"),
