@@ -19,7 +19,18 @@ import pytest
 from aggc_rl.lab import twins_report
 
 REPO = Path(__file__).resolve().parents[2]
-CMD = ["--quick", "--test-proxy", "--seeds", "1", "--arms", "none,global", "--faults", "loss_x100", "--jobs", "1"]
+CMD = [
+    "--quick",
+    "--test-proxy",
+    "--seeds",
+    "1",
+    "--arms",
+    "none,global",
+    "--faults",
+    "loss_x100",
+    "--jobs",
+    "1",
+]
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -39,7 +50,9 @@ def test_the_lab_runs_reports_and_continues(tmp_path):
     out, cache = tmp_path / "lab", tmp_path / "cache"
     proc = _lab(out, cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "warm state in" in proc.stderr and "headline" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "warm state in" in proc.stderr and "headline" in proc.stdout, (
+        proc.stdout[-2000:] + proc.stderr[-2000:]
+    )
     records = {p.name: json.loads(p.read_text()) for p in (out / "twins").glob("*.json")}
     assert set(records) == {"s0__none.json", "s0__global.json"}
     fault = records["s0__none.json"]["faults"]["loss_x100"]
@@ -101,7 +114,13 @@ def test_paired_ratios_verdicts_identities_and_null_faults(tmp_path):
         {
             "none": [1.0, 2.0, 4.0, 8.0, 3.0],
             "global": [0.1, 0.2, 0.4, 0.8, 0.3],  # x0.1 of none in every seed: lower, a constant ratio
-            "aggc": [1.0, 2.0, 4.0, 8.0, 3.0],  # the same as none in every seed: an identity, not a measurement
+            "aggc": [
+                1.0,
+                2.0,
+                4.0,
+                8.0,
+                3.0,
+            ],  # the same as none in every seed: an identity, not a measurement
             "noisy": [1.1, 1.8, 4.4, 7.2, 3.0],  # around none: no detectable difference
         },
         null_seed=4,
@@ -118,5 +137,7 @@ def test_paired_ratios_verdicts_identities_and_null_faults(tmp_path):
     assert twins_report.cell([2.0, 2.0, 2.0], log=True) == "2 in every seed"  # not "2 ± 0"
     text = twins_report.write(recs, tmp_path, {"plan": "test"}).read_text()
     assert "Null (zero gradient where the fault acts; excluded for every arm): seeds [4]" in text
-    assert "- `global`: vs none: lower." in text and "- `aggc`: vs none: identical; vs global: higher." in text
+    assert (
+        "- `global`: vs none: lower." in text and "- `aggc`: vs none: identical; vs global: higher." in text
+    )
     assert "| spike (n=4) |" in text
