@@ -104,12 +104,13 @@ demo: $(VLLM_STAMP)
 endif
 
 # --- the stability lab (aggc_rl/lab; docs/lab.md) ------------------------------------------------------------
-# Arms x faults x seeds through the aggc_fsdp2 engine; report in $(OUT)/report (default outputs/lab).
-# A killed `make lab` started again continues from the runs already done. QUICK=1: the --quick comparison.
+# Per seed a warm state; every arm x fault branches from it and is measured against its clean twin.
+# Report in $(OUT)/report (default outputs/lab). A killed `make lab` started again continues.
+# QUICK=1: --quick (2 seeds, 3 arms, 3 faults); ONPOLICY=1: the on-policy mode (report in OUT/report-onpolicy).
 .PHONY: lab
 
 lab: $(STAMP)
-	$(PY) -m aggc_rl.lab --out $(or $(OUT),outputs/lab$(if $(QUICK),-quick)) $(if $(QUICK),--quick)
+	nice -n 5 $(PY) -m aggc_rl.lab --out $(or $(OUT),outputs/lab$(if $(QUICK),-quick)) $(if $(QUICK),--quick) $(if $(ONPOLICY),--on-policy)
 
 # --- learning-rate sensitivity on the proxy (aggc_rl/lab/lr_sweep.py; docs/proxy.md) ---------------------------
 # Arms x learning rates x seeds of GRPO on the proxy policy; OUT/report/lr_sweep.md and .png. Resumable.

@@ -192,6 +192,11 @@ class GradClipper:
     def groups(self) -> tuple[str, ...]:
         return self.grouping.names
 
+    def reset_state(self) -> None:
+        """Back to the state of a new clipper (rule state and guard), as at the first step of a run."""
+        self.state = self.rule.init(len(self.grouping), dtype=torch.float64)
+        self.guard_state = GuardState()
+
     # -- the step ---------------------------------------------------------------------------------------------
 
     @torch.no_grad()

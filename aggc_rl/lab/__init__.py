@@ -1,7 +1,8 @@
-"""The stability lab: known faults at known steps, measured through the project's verl update path.
+"""The stability lab: known faults on a warm Adam, measured through the project's verl update path, and the
+proxy policy's learning-rate sweeps.
 
-``python -m aggc_rl.lab`` (``make lab``); see docs/lab.md. Modules: ``size`` (the sizes of one run),
-``arms`` (clip method + guard),
-``faults`` (what is injected), ``engine`` (the lab-only engine that injects it), ``policy`` (task, tiny
-policy, sampler), ``loop`` (one run), ``measure`` (ratios against the clean twin), ``report``.
+``python -m aggc_rl.lab`` (``make lab``; docs/lab.md): ``replay`` (warm state, twins), ``errors`` (what a
+fault changed), ``twins`` (arms, faults, plans, runs), ``twins_report``; ``faults`` and ``engine`` inject.
+``python -m aggc_rl.lab.lr_sweep`` (``make lr-sweep``; docs/proxy.md): ``proxy``, ``proxy_grpo``,
+``proxy_sft``, ``sensitivity``. Shared: ``arms``, ``size``, ``loop``, ``policy``, ``logfile``.
 """

@@ -27,6 +27,7 @@ class Arm:
     method: str
     guard: dict[str, Any] | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
+    grouping: str | None = None  # None: the method's own default scheme
 
     @property
     def name(self) -> str:
@@ -52,6 +53,8 @@ class Arm:
         if self.method not in RULE_NAMES:
             raise ValueError(f"arm {self.name}: clip method {self.method!r} unknown; allowed: {RULE_NAMES}")
         out = [f"{ACTOR_KEY}.clip={self.method}"]
+        if self.grouping is not None:
+            out.append(f"{ACTOR_KEY}.clip_config.grouping={self.grouping}")
         for k, v in self.resolved_knobs(size).items():
             if self.method == "global" and k == "max_norm":  # global's one knob is verl's optim.clip_grad
                 out.append(f"{ACTOR_KEY}.optim.clip_grad={v}")
@@ -63,7 +66,7 @@ class Arm:
         return out
 
     def describe(self, size: LabSize) -> str:
-        parts = [f"clip={self.method}"]
+        parts = [f"clip={self.method}"] + ([f"grouping={self.grouping}"] if self.grouping else [])
         parts += [f"{k}={v}" for k, v in self.resolved_knobs(size).items()]
         guard = self.resolved_guard(size)
         if guard:

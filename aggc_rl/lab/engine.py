@@ -49,10 +49,16 @@ class LabClipEngine(ClipFSDPEngine):
                 continue
             self.measure_groups.setdefault(group_of(name, MEASURE_SCHEME), []).append(name)
         self.pre_norms: dict[str, float] = {}  # the last step's pre-clip norms, measured groups
+        # A list: every step's pre-clip gradients are appended to it (lab v2's warm-up); None: not recorded.
+        self.record_grads: list[dict[str, torch.Tensor]] | None = None
 
     def arm(self, fault: Fault | None) -> None:
         """Inject ``fault`` when the engine reaches its step (None or kind 'none': nothing)."""
-        if fault is not None and fault.kind == "group_spike" and fault.group not in self.measure_groups:
+        if (
+            fault is not None
+            and fault.kind in ("group_spike", "inf_group")
+            and fault.group not in self.measure_groups
+        ):
             raise ValueError(
                 f"group_spike on {fault.group!r}: no such group; groups: {', '.join(self.measure_groups)}"
             )
@@ -61,7 +67,7 @@ class LabClipEngine(ClipFSDPEngine):
 
     def _armed(self, kind: str) -> bool:
         f = self.fault
-        return f is not None and f.kind == kind and f.step == self.steps_done
+        return f is not None and f.kind == kind and f.active(self.steps_done)
 
     def train_batch(self, data, loss_function):
         self.fault_fired = False  # per step: did the fault hit this one
@@ -86,6 +92,25 @@ class LabClipEngine(ClipFSDPEngine):
             grads = [_local(params[n].grad) for n in self.measure_groups[self.fault.group]]
             torch._foreach_mul_([g for g in grads if g is not None], self.fault.scale)
             self.fault_fired = True
+        elif self._armed("random_direction"):
+            grads = [_local(p.grad) for p in params.values() if p.grad is not None]
+            total = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])
+            )
+            gen = torch.Generator().manual_seed(self.steps_done)
+            noise = [torch.randn(g.shape, generator=gen, dtype=torch.float64) for g in grads]
+            size = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in noise]))
+            for g, x in zip(grads, noise, strict=True):
+                g.add_((x * (self.fault.scale * total / size)).to(g.dtype))
+            self.fault_fired = True
+        elif self._armed("inf_group"):
+            first = next(n for n in self.measure_groups[self.fault.group] if params[n].grad is not None)
+            _local(params[first].grad).view(-1)[0] = float("inf")
+            self.fault_fired = True
+        if self.record_grads is not None:
+            self.record_grads.append(
+                {n: _local(p.grad).detach().clone() for n, p in params.items() if p.grad is not None}
+            )
         self.pre_norms = {
             group: float(
                 torch.linalg.vector_norm(

@@ -18,24 +18,41 @@ from dataclasses import dataclass
 #: The grouping every measurement uses (the functional groups of AGGC).
 MEASURE_SCHEME = "module_type"
 
-FAULT_KINDS = ("none", "loss_spike", "group_spike", "reward_noise")
+FAULT_KINDS = (
+    "none", "loss_spike", "group_spike", "reward_noise", "outlier_sequence", "random_direction", "inf_group",
+)  # fmt: skip
+#: Faults the lab engine injects between backward and the clipper (or into the loss).
+ENGINE_FAULTS = ("loss_spike", "group_spike", "random_direction", "inf_group")
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: ``kind`` at optimizer step ``step`` (0-based), ``scale`` x, on ``group`` (group_spike)."""
+    """One fault: ``kind`` from optimizer step ``step`` (0-based) for ``duration`` steps, ``scale`` x, on
+    ``group`` (group_spike, inf_group).
+
+    * ``outlier_sequence``: one sequence's advantages x ``scale`` (a single outlier sample; lab v2 replay);
+    * ``random_direction``: a random gradient of ``scale`` x the step's gradient norm added to it;
+    * ``inf_group``: one element of ``group``'s gradient set to inf (a bf16 overflow);
+    * ``duration`` > 1 repeats an engine fault on consecutive steps (a sustained drift, e.g. a group x5 for 20).
+    """
 
     kind: str
     step: int
     scale: float = 100.0
     group: str = "v_proj"
+    duration: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"fault {self.kind!r} is unknown; allowed: {', '.join(FAULT_KINDS)}")
         if self.step < 1:
             raise ValueError(f"fault step {self.step} must be >= 1 (step 0 has no clean history)")
+        if self.duration < 1:
+            raise ValueError(f"fault duration {self.duration} must be >= 1")
 
     @property
     def in_engine(self) -> bool:
-        return self.kind in ("loss_spike", "group_spike")
+        return self.kind in ENGINE_FAULTS
+
+    def active(self, step: int) -> bool:
+        return self.step <= step < self.step + self.duration

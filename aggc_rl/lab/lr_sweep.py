@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    from aggc_rl.lab.__main__ import output_to
+    from aggc_rl.lab.logfile import output_to
     from aggc_rl.lab.proxy import heldout_puzzles, proxy_policy
 
     out = Path(args.out).resolve()

@@ -11,8 +11,6 @@ accepts: ``<think></think><answer>Zoey is a knight, Ethan is a knave</answer>``.
 from __future__ import annotations
 
 import hashlib
-import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,53 +50,6 @@ def short_answer(puzzle) -> str:
         f"{n} is a {'knight' if k else 'knave'}" for n, k in zip(puzzle.names, puzzle.solution, strict=True)
     )
     return f"<think></think><answer>{roles}</answer>"
-
-
-# -- the tiny policy ---------------------------------------------------------------------------------------------
-
-
-def build_tiny_policy(path: Path, warm_start_steps: int, people: int, seed: int = 0, batch: int = 8) -> Path:
-    """A tiny Qwen2 (:mod:`aggc_rl.tiny`) warm-started on compact prompts -> short answers; built once."""
-    from aggc_rl.tiny import EOS, TinySpec, build_model, build_tokenizer
-
-    if (path / "config.json").exists():
-        return path
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer, TinySpec(seed=seed))
-    rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    t0 = time.time()
-    for step in range(warm_start_steps):
-        rows = []
-        for i in range(batch):
-            puzzle = generate_puzzle(people, seed=stable_seed("warm", seed, step, i, rng.random()) % (2**31))
-            prompt = _encode(tokenizer, chat(puzzle, compact=True))
-            rows.append((prompt, tokenizer.encode(short_answer(puzzle) + EOS, add_special_tokens=False)))
-        width = max(len(p) + len(a) for p, a in rows)
-        ids = torch.full((batch, width), tokenizer.pad_token_id)
-        labels = torch.full((batch, width), -100)
-        mask = torch.zeros((batch, width), dtype=torch.long)
-        for r, (p, a) in enumerate(rows):
-            ids[r, : len(p) + len(a)] = torch.tensor(p + a)
-            labels[r, len(p) : len(p) + len(a)] = torch.tensor(a)
-            mask[r, : len(p) + len(a)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        if step % 25 == 0 or step == warm_start_steps - 1:
-            print(
-                f"  warm-start {step + 1}/{warm_start_steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)",
-                flush=True,
-            )
-    model.eval()
-    tmp = path.with_name(path.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(path)
-    return path
 
 
 def _encode(tokenizer, messages) -> list[int]:
