@@ -46,6 +46,8 @@ def cell(values: Sequence[float | None], log: bool) -> str:
     vals = _usable(values, log)
     if not vals:
         return "n/a" if not values else f"{_few(values)} (not all finite/positive)"
+    if len(vals) == 1:
+        return f"{vals[0]:.3g} (1 seed)"
     if len(set(vals)) == 1:
         return f"{vals[0]:.3g} in every seed"
     if log:

@@ -31,6 +31,7 @@ from aggc_rl.lab import replay
 from aggc_rl.lab.faults import Fault
 from aggc_rl.lab.loop import ensure_process_group
 from aggc_rl.lab.lr_sweep import ARMS
+from aggc_rl.lab.policy import Sampler
 from aggc_rl.lab.proxy import TEST_PROXY, proxy_policy
 ensure_process_group("cpu")
 model = proxy_policy(TEST_PROXY, eval_count=0, log=lambda *_: None)
@@ -60,6 +61,16 @@ real = replay.branch(engine, loss_fn, replay.warm_state(model, 0, size, log=lamb
 out["null"] = twins.measure(c0, f0, engine.measure_groups, twins.FAULTS["loss_x100"])["null"]
 out["not_null"] = twins.measure(real, real, engine.measure_groups, twins.FAULTS["loss_x100"])["null"]
 out["null_moved"] = dist(c0[1]["params"], c0[0]["params"])
+# On-policy: the branch samples from its own weights with the clean continuation's prompts and seeds, so a clean
+# on-policy twin reproduces the recorded run (same weights, same samples) and a faulted one departs from it.
+warm = replay.warm_state(model, 0, size, log=lambda *a: None)
+on = replay.OnPolicy(Sampler(model, compact=True), setup, cfg)
+op_clean = replay.branch(engine, loss_fn, warm, size, on_policy=on)
+op_fault = replay.branch(engine, loss_fn, warm, size, twins.FAULTS["loss_x100"], on_policy=on)
+out["op_rewards"] = [t["reward"] for t in op_clean[1:]]
+out["recorded_rewards"] = warm.rewards[size.warmup:]
+out["op_replayed_gap"] = dist(op_clean[-1]["params"], real[-1]["params"])
+out["op_fault_gap"] = dist(op_fault[-1]["params"], op_clean[-1]["params"])
 print("RESULT " + json.dumps(out))
 """
 
@@ -94,6 +105,8 @@ def test_twins_are_identical_until_the_fault_and_the_error_grows_with_the_spike(
     assert 0.05 < small["fault"] < large["fault"], (small, large)
     # The null fault is detected from the clean gradient (Adam's momentum still moved the weights), a real one not.
     assert out["null"] is True and out["not_null"] is False and out["null_moved"] > 0, out
+    assert out["op_rewards"] == out["recorded_rewards"] and out["op_replayed_gap"] == 0.0, out
+    assert out["op_fault_gap"] > 0, out
 
 
 def _trajectory(steps):
