@@ -97,7 +97,7 @@ class LabClipEngine(ClipFSDPEngine):
             total = torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])
             )
-            gen = torch.Generator().manual_seed(self.steps_done)
+            gen = torch.Generator().manual_seed(self.fault.seed * 1_000_003 + self.steps_done)
             noise = [torch.randn(g.shape, generator=gen, dtype=torch.float64) for g in grads]
             size = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in noise]))
             for g, x in zip(grads, noise, strict=True):

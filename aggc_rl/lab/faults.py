@@ -33,7 +33,8 @@ class Fault:
     * ``outlier_sequence``: one sequence's advantages x ``scale`` (a single outlier sample; lab v2 replay);
     * ``random_direction``: a random gradient of ``scale`` x the step's gradient norm added to it;
     * ``inf_group``: one element of ``group``'s gradient set to inf (a bf16 overflow);
-    * ``duration`` > 1 repeats an engine fault on consecutive steps (a sustained drift, e.g. a group x5 for 20).
+    * ``duration`` > 1 repeats an engine fault on consecutive steps (a sustained drift, e.g. a group x5 for 20);
+    * ``seed``: the random draws' seed (random_direction's noise), so seeds are independent draws of the fault.
     """
 
     kind: str
@@ -41,6 +42,7 @@ class Fault:
     scale: float = 100.0
     group: str = "v_proj"
     duration: int = 1
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:

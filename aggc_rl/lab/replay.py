@@ -134,7 +134,14 @@ def restore(engine, state: WarmState, size: ReplaySize) -> None:
             _local(p.grad).copy_(g)
         engine.clipper.clip_(progress=t / size.total)  # the rule's state sees the warm-up; nothing is applied
     engine.optimizer.zero_grad(set_to_none=False)
-    engine.lr_scheduler.last_epoch = size.warmup
+    scheduler = engine.lr_scheduler
+    scheduler.last_epoch = size.warmup
+    # The lr itself, as the schedule has it after the warm-up (setting last_epoch alone leaves the lr of the
+    # previous branch in place; verl's schedules are LambdaLR).
+    for group, base, factor in zip(
+        engine.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(size.warmup)
     engine.steps_done = size.warmup
 
 
@@ -235,7 +242,7 @@ def branch(
     from verl_cpu import harness
 
     restore(engine, state, size)
-    engine.arm(None if fault is None else dataclasses.replace(fault, step=size.warmup))
+    engine.arm(None if fault is None else dataclasses.replace(fault, step=size.warmup, seed=state.seed))
     trajectory: list[dict[str, Any]] = [{"params": params(engine), "adam": adam_state(engine), "clip": None}]
     for t, recorded in enumerate(state.batches):
         reward = None

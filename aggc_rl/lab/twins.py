@@ -61,9 +61,19 @@ FAULTS: dict[str, Fault] = {
 }
 
 
-#: Sizes of the default lab: beta2 0.99 so Adam's second moment averages ~100 steps, a warm-up of exactly that
-#: (AdaGC's default warm-up is 100 steps, ZClip's 25: both end before the fault), 50 replayed steps after it.
-FULL_SIZE = replay.ReplaySize(warmup=100, beta2=0.99, replay=50, prompts=2, samples=4, lr=1e-4)
+#: Sizes of the default lab: beta2 0.98, so Adam's second moment averages ~50 steps, and a warm-up of 150 steps
+#: (3 / (1 - beta2): beta2^150 = 0.05, so the bias correction is within 5% of its end value, and AdaGC's 100-step
+#: and ZClip's 25-step warm-ups and the guard's window end before the fault); 50 replayed steps after it.
+FULL_SIZE = replay.ReplaySize(warmup=150, beta2=0.98, replay=50, prompts=2, samples=4, lr=1e-4)
+
+
+def rule_warmup(arm: str) -> int:
+    """Steps the arm's rule needs before it acts as in its steady regime (its warm-up, the guard's history)."""
+    a = ARMS[arm]
+    steps = int(a.knobs.get(WARMUP_KNOBS[a.method], 0)) if a.method in WARMUP_KNOBS else 0
+    if a.guard:
+        steps = max(steps, max(2, int(a.guard["window"]) // 2))
+    return steps
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,12 @@ class Plan:
             )
         if self.seeds < 1 or not self.arms or not self.faults:
             raise ValueError(f"seeds={self.seeds}, arms={self.arms}, faults={self.faults}: need >= 1 of each")
+        early = {a: rule_warmup(a) for a in self.arms if rule_warmup(a) > self.size.warmup}
+        if early:
+            raise ValueError(
+                f"arm(s) {early} need that many warm-up steps, more than this plan's {self.size.warmup}: the fault "
+                "would land inside their warm-up; drop them or use the full plan"
+            )
 
     @property
     def branches(self) -> int:
@@ -108,15 +124,21 @@ ON_POLICY = Plan(3, ("none", "global", "aggc", "adagc", "zclip"), ("loss_x1000",
                  FULL_SIZE, on_policy=True, heldout=500)  # fmt: skip
 
 
-def _target(fault: Fault) -> str:
-    """The group whose clean gradient must be non-zero for ``fault`` to act (null-fault detection)."""
+def _target(fault: Fault) -> str | None:
+    """The group whose clean gradient must be non-zero for ``fault`` to act (null-fault detection); None for a
+    fault that makes its own gradient (reward noise replaces the advantages: never null)."""
+    if fault.kind == "reward_noise":
+        return None
     return fault.group if fault.kind in ("group_spike", "inf_group") else errors.ALL
 
 
 def measure(clean, faulted, groups, fault: Fault) -> dict[str, Any]:
+    """The errors of ``faulted`` against ``clean``. Null is judged at the fault's first step (a sustained
+    fault whose first step is null is excluded whole)."""
     step = faulted[1]["clip"]
+    target = _target(fault)
     return {
-        "null": errors.is_null(clean, _target(fault)),
+        "null": target is not None and errors.is_null(clean, target),
         "fired": bool(faulted[1]["fault_fired"]),
         "skipped": bool(step.skipped),
         "scales": [float(s) for s in step.scales.flatten()],
@@ -170,7 +192,7 @@ def run_seed_arm(model: Path, state: replay.WarmState, arm: str, plan: Plan, pro
         if plan.on_policy:
             out["rewards"] = _rewards(faulted)
             out["acc"] = heldout_eval(sampler, heldout)["acc"] if heldout else None
-        out["fault"] = dataclasses.asdict(fault)
+        out["fault"] = dataclasses.asdict(dataclasses.replace(fault, step=size.warmup, seed=state.seed))
         record["faults"][name] = out
         total = out["fault_step"][errors.ALL]
         nan = float("nan")
@@ -198,7 +220,14 @@ def load(out: Path, plan: Plan, model: Path, seed: int, arm: str) -> dict[str, A
         return None
     rec = json.loads(path.read_text())
     want = settings(plan, model)
-    if {k: rec.get(k) for k in want} != want:
+    same = {k: rec.get(k) for k in want} == want and rec.get("arm_desc") == ARMS[arm].describe(
+        plan.size.lab_size()
+    )
+    faults = {
+        n: dataclasses.asdict(dataclasses.replace(FAULTS[n], step=plan.size.warmup, seed=seed))
+        for n in plan.faults
+    }
+    if not same or {n: x.get("fault") for n, x in rec.get("faults", {}).items()} != faults:
         raise SystemExit(
             f"{path} was written with other settings: remove {path.parent} or pick another --out"
         )

@@ -35,24 +35,35 @@ METRICS: dict[str, tuple[str, Callable[[dict], float | None], bool]] = {
 HEADLINE = ("error", "drift", "v_fault")
 
 
+#: On log scales, values below this count as this (an error of exactly 0, a KL that float32 rounding puts at or
+#: below 0 when the twins barely differ); the cell says how many were floored.
+FLOOR = 1e-12
+
+
 def _usable(values: Sequence[float | None], log: bool) -> list[float] | None:
-    if any(v is None or not math.isfinite(v) or (log and v <= 0) for v in values):
+    if any(v is None or not math.isfinite(v) for v in values):
         return None
-    return [float(v) for v in values]
+    return [max(float(v), FLOOR) if log else float(v) for v in values]
+
+
+def _floored(values: Sequence[float | None], log: bool) -> str:
+    k = sum(1 for v in values if log and v is not None and math.isfinite(v) and v < FLOOR)
+    return f" ({k} at <= {FLOOR:g})" if k else ""
 
 
 def cell(values: Sequence[float | None], log: bool) -> str:
     """Mean (geometric when ``log``) with its 95% interval; a value that is the same in every seed is said so."""
     vals = _usable(values, log)
     if not vals:
-        return "n/a" if not values else f"{_few(values)} (not all finite/positive)"
+        return "n/a" if not values else f"{_few(values)} (not all finite)"
+    note = _floored(values, log)
     if len(vals) == 1:
-        return f"{vals[0]:.3g} (1 seed)"
+        return f"{vals[0]:.3g} (1 seed){note}"
     if len(set(vals)) == 1:
-        return f"{vals[0]:.3g} in every seed"
+        return f"{vals[0]:.3g} in every seed{note}"
     if log:
         m, hw, _ = t_interval([math.log(v) for v in vals])
-        return f"{math.exp(m):.3g} [{math.exp(m - hw):.3g}, {math.exp(m + hw):.3g}]"
+        return f"{math.exp(m):.3g} [{math.exp(m - hw):.3g}, {math.exp(m + hw):.3g}]{note}"
     m, hw, _ = t_interval(vals)
     return f"{m:+.3f} ± {hw:.3f}"
 
@@ -68,9 +79,12 @@ def paired(values: Sequence[float | None], refs: Sequence[float | None], log: bo
     a, b = _usable(values, log), _usable(refs, log)
     if not a or not b:
         return "n/a", "n/a"
-    if a == b:
+    if a == b:  # identical twins' measures: e.g. both skipped the step, or neither rule bound
         return "= ref", "identical"
     diffs = [math.log(x / y) if log else x - y for x, y in zip(a, b, strict=True)]
+    if len(diffs) == 1:
+        v = math.exp(diffs[0]) if log else diffs[0]
+        return f"{v:.3g} (1 seed)", "one seed: no interval"
     if len(set(diffs)) == 1:
         v = math.exp(diffs[0]) if log else diffs[0]
         return f"{v:.3g} in every seed", "lower" if diffs[0] < 0 else "higher"
@@ -224,7 +238,8 @@ def onpolicy_section(records: Sequence[dict], arms, faults, last: int = 10) -> l
                 x = r["faults"].get(fault)
                 if x is None or x["null"]:
                     continue
-                gaps.append(sum(x["rewards"][-last:]) / last - sum(r["clean_rewards"][-last:]) / last)
+                f, c = x["rewards"][-last:], r["clean_rewards"][-last:]
+                gaps.append(sum(f) / len(f) - sum(c) / len(c))
                 if x.get("acc") is not None:
                     accs.append(100 * (x["acc"] - r["clean_acc"]))
                     clean_accs.append(100 * r["clean_acc"])
@@ -289,7 +304,9 @@ def write(records: Sequence[dict], out: Path, meta: dict[str, Any]) -> Path:
                   "Per fault and arm: error of the update at the fault / drift of the weights at the end of the "
                   "replay, each against the arm's own clean twin (geometric means over seeds; 1 / 1 would be an "
                   "update replaced by one of the same size and a drift of one clean update). Paired intervals "
-                  "per fault below.", "", *headline(by, arms, faults), "", "## Per fault", ""]  # fmt: skip
+                  "per fault below. The report holds hundreds of 95% intervals: about 1 in 20 verdicts of "
+                  "'lower' or 'higher' is expected by chance alone, so read patterns across faults and "
+                  "measures, not single cells.", "", *headline(by, arms, faults), "", "## Per fault", ""]  # fmt: skip
         for fault in faults:
             lines += fault_section(by, nulls, fault, arms, replayed)
         plots = plot_moments(by, arms, faults, out)

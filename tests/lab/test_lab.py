@@ -141,3 +141,22 @@ def test_paired_ratios_verdicts_identities_and_null_faults(tmp_path):
         "- `global`: vs none: lower." in text and "- `aggc`: vs none: identical; vs global: higher." in text
     )
     assert "| spike (n=4) |" in text
+
+
+def test_a_plan_whose_fault_lands_inside_a_rule_s_warm_up_is_refused():
+    import dataclasses
+
+    from aggc_rl.lab import twins
+
+    twins.FULL.check()  # every arm's warm-up (AdaGC 100, ZClip 25, the guard's 50) ends before the fault
+    quick_adagc = dataclasses.replace(twins.QUICK, arms=("global", "adagc", "global_guard"))
+    with pytest.raises(ValueError, match=r"\{'adagc': 100, 'global_guard': 50\}.*this plan's 20"):
+        quick_adagc.check()
+
+
+def test_reward_noise_is_never_null_and_a_spike_of_nothing_is():
+    from aggc_rl.lab import twins
+
+    assert twins._target(twins.FAULTS["reward_noise"]) is None  # it makes its own gradient
+    assert twins._target(twins.FAULTS["lm_head_x100"]) == "lm_head"
+    assert twins._target(twins.FAULTS["loss_x100"]) == "all"
