@@ -2,9 +2,9 @@
 
 An arm becomes Hydra overrides of our primary config (``actor_rollout_ref.actor.clip=...``,
 ``clip_config.<method>.<knob>=...``, ``clip_config.guard.<knob>=...``), so it is built exactly as a
-training run with those settings would be. Warm-ups measured in steps are shortened to fit a lab run of
-a dozen steps (stated in the report): AdaGC's warm-up (100 steps by default) would otherwise be plain
-global clipping for the whole run, ZClip's (25) would never end, and the guard's window would never fill.
+training run with those settings would be. Warm-ups measured in steps (AdaGC's, ZClip's) default to end
+two steps before ``LabSize.fault_step`` unless an arm sets them: short GRPO runs (the proxy's learning-rate
+sweep) set their own, and the lab v2 arms (:mod:`aggc_rl.lab.twins`) keep each method's defaults.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from aggc_rl.clipping import RULE_NAMES
 from aggc_rl.clipping.switch import ACTOR_KEY
 from aggc_rl.lab.size import LabSize
 
-#: The knobs (in steps) that the lab shortens, as a function of the fault step k: warm-ups end at k - 2.
+#: The warm-up knobs (in steps) of the rules that have one.
 WARMUP_KNOBS = {"adagc": "warmup", "zclip": "warmup_steps"}
 
 

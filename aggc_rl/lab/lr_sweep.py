@@ -46,7 +46,7 @@ SFT_ARMS: dict[str, Arm] = {
     "aggc_lora": Arm("aggc_lora"),
     "adagc": ARMS["adagc"],
 }
-#: From the stable end (3e-5, 1e-4: the held-out accuracy stays within ~1 point over 40 steps) through the
+#: From the stable end (3e-5, 1e-4: the held-out accuracy stays within ~3 points over 40 steps) through the
 #: collapsing end (1e-3: 43% -> 11% in 40 steps; 3e-3: 0% within 20), measured on the proxy (docs/proxy.md).
 LRS = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 #: 8 prompts x 8 samples: twice the steps of 16 x 8 in the same time (~2.3 s per step on one core).

@@ -122,7 +122,8 @@ def _encode(tokenizer, puzzle: Puzzle) -> list[int]:
 
 
 def warm_start(spec: ProxySpec, log=print, callback=None) -> tuple[Any, Any, list[float], float]:
-    """The supervised warm start of ``spec`` (clip 1.0, AdamW, constant lr); returns model,
+    """The supervised warm start of ``spec`` (clip 1.0, AdamW; the lr constant, then falling linearly to 0 over
+    the last ``spec.decay_steps``); returns model,
     tokenizer, the loss per step and the wall time. One torch thread, so the result is reproducible.
     ``callback(step, model)`` runs after every step (probes of the learning curve)."""
     from aggc_rl.tiny import EOS, TinySpec, build_model, build_tokenizer

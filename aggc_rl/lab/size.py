@@ -1,4 +1,5 @@
-"""The sizes of one lab run, in a module of their own: the arms and the run loop both read them."""
+"""The sizes of one in-process GRPO run through the lab engine, in a module of their own: the arms, the engine
+config and the loops (the lab's replay, the proxy's GRPO and SFT) all read them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class LabSize:
-    """Sizes of one lab run (``--quick`` and the CI test shrink these)."""
+    """Sizes of one run: the engine's total steps (the lr schedule and the rules' progress), the batch, the lr."""
 
     steps: int = 8  # optimizer steps per run
     fault_step: int = 3  # 0-based step the fault hits (steps before it are identical in every fault)
@@ -16,10 +17,6 @@ class LabSize:
     response_length: int = 40
     lr: float = 1e-3
     people: int = 2  # inhabitants per puzzle
-    probe: int = 8  # probe prompts for the KL at the fault step
-    eval_prompts: int = 16  # held-out puzzles for the final greedy accuracy
-    warm_start_steps: int = 100  # supervised steps of the tiny policy (ignored with a real model)
-    compact: bool = True  # the lab's compact prompt (False: the project's system prompt; real models)
 
     def check(self) -> None:
         if not 1 <= self.fault_step < self.steps:
