@@ -24,15 +24,12 @@ import torch
 
 from aggc_rl.clipping import group_of
 from aggc_rl.lab.faults import MEASURE_SCHEME, Fault
+from aggc_rl.lab.loop import local
 from verl_patches.engine.clip_engine import DEVICES, ClipFSDPEngine
 from verl_patches.engine.registry import register_engine
 
 #: The lab's own engine backend name (never set by a training config).
 LAB_BACKEND = "aggc_fsdp2_lab"
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
 
 
 class LabClipEngine(ClipFSDPEngine):
@@ -89,11 +86,11 @@ class LabClipEngine(ClipFSDPEngine):
     def optimizer_step(self) -> float:
         params = dict(self.module.named_parameters())
         if self._armed("group_spike"):
-            grads = [_local(params[n].grad) for n in self.measure_groups[self.fault.group]]
+            grads = [local(params[n].grad) for n in self.measure_groups[self.fault.group]]
             torch._foreach_mul_([g for g in grads if g is not None], self.fault.scale)
             self.fault_fired = True
         elif self._armed("random_direction"):
-            grads = [_local(p.grad) for p in params.values() if p.grad is not None]
+            grads = [local(p.grad) for p in params.values() if p.grad is not None]
             total = torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])
             )
@@ -105,18 +102,18 @@ class LabClipEngine(ClipFSDPEngine):
             self.fault_fired = True
         elif self._armed("inf_group"):
             first = next(n for n in self.measure_groups[self.fault.group] if params[n].grad is not None)
-            _local(params[first].grad).view(-1)[0] = float("inf")
+            local(params[first].grad).view(-1)[0] = float("inf")
             self.fault_fired = True
         if self.record_grads is not None:
             self.record_grads.append(
-                {n: _local(p.grad).detach().clone() for n, p in params.items() if p.grad is not None}
+                {n: local(p.grad).detach().clone() for n, p in params.items() if p.grad is not None}
             )
         self.pre_norms = {
             group: float(
                 torch.linalg.vector_norm(
                     torch.stack(
                         [
-                            torch.linalg.vector_norm(_local(params[n].grad).double())
+                            torch.linalg.vector_norm(local(params[n].grad).double())
                             for n in names
                             if params[n].grad is not None
                         ]

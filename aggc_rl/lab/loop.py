@@ -82,12 +82,14 @@ def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int, ext
     return cfg, setup, engine, harness.ppo_loss_fn(setup)
 
 
+def local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (world size 1: the whole tensor); a plain tensor as it is."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def local_params(engine) -> dict[str, torch.Tensor]:
     """Copies of the engine's weights (world size 1: the local shard is the whole tensor)."""
-    return {
-        n: (p.to_local() if hasattr(p, "to_local") else p).detach().clone()
-        for n, p in engine.module.named_parameters()
-    }
+    return {n: local(p).detach().clone() for n, p in engine.module.named_parameters()}
 
 
 def padded_batch(gen: dict[str, torch.Tensor], advantages: torch.Tensor):

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from aggc_rl.lab.arms import Arm
+from aggc_rl.lab.loop import local, local_params
 from aggc_rl.lab.policy import Sampler, score, stable_seed
 from aggc_rl.lab.proxy import RESPONSE_LENGTH, train_puzzles
 from aggc_rl.lab.size import LabSize
@@ -82,10 +83,6 @@ class WarmState:
     rewards: list[float] = field(default_factory=list)
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
 def build(model_path: Path, arm: Arm, size: ReplaySize):
     """The lab engine for ``arm`` with the replay's AdamW betas (cfg, setup, engine, loss_fn)."""
     from aggc_rl.lab.loop import build_engine
@@ -101,12 +98,8 @@ def adam_state(engine) -> dict[str, dict[str, torch.Tensor]]:
     out = {}
     for name, p in engine.module.named_parameters():
         if p in by_param:
-            out[name] = {k: _local(v).detach().clone() for k, v in by_param[p].items()}
+            out[name] = {k: local(v).detach().clone() for k, v in by_param[p].items()}
     return out
-
-
-def params(engine) -> dict[str, torch.Tensor]:
-    return {n: _local(p).detach().clone() for n, p in engine.module.named_parameters()}
 
 
 @torch.no_grad()
@@ -115,7 +108,7 @@ def restore(engine, state: WarmState, size: ReplaySize) -> None:
     the recorded warm-up gradients; the LR scheduler and step counters as after the warm-up."""
     named = dict(engine.module.named_parameters())
     for name, p in named.items():
-        _local(p).copy_(state.weights[name])
+        local(p).copy_(state.weights[name])
     opt_state = engine.optimizer.state
     for name, saved in state.adam.items():
         p = named[name]
@@ -123,7 +116,7 @@ def restore(engine, state: WarmState, size: ReplaySize) -> None:
         for key, value in saved.items():
             if key not in current:  # a new engine: Adam's state is created on the first step, shaped like p
                 current[key] = value.clone() if key == "step" else torch.zeros_like(p)
-            _local(current[key]).copy_(value)
+            local(current[key]).copy_(value)
     engine.clipper.reset_state()
     engine.optimizer.zero_grad(set_to_none=False)
     for t, grads in enumerate(state.warm_grads):
@@ -131,7 +124,7 @@ def restore(engine, state: WarmState, size: ReplaySize) -> None:
             p = named[name]
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            _local(p.grad).copy_(g)
+            local(p.grad).copy_(g)
         engine.clipper.clip_(progress=t / size.total)  # the rule's state sees the warm-up; nothing is applied
     engine.optimizer.zero_grad(set_to_none=False)
     scheduler = engine.lr_scheduler
@@ -164,7 +157,6 @@ def sample_batch(sampler: Sampler, setup, cfg, seed: int, t: int, size: ReplaySi
 
 def warm_state(model_path: Path, seed: int, size: ReplaySize, log=print) -> WarmState:
     """Steps 1 and 2 of the module docstring, under arm ``none``."""
-    from aggc_rl.lab.loop import local_params
     from aggc_rl.lab.lr_sweep import ARMS
     from verl_cpu import harness
 
@@ -179,7 +171,7 @@ def warm_state(model_path: Path, seed: int, size: ReplaySize, log=print) -> Warm
     for t in range(size.warmup + 1 + size.replay):
         if t == size.warmup:
             engine.record_grads = None
-            weights, adam = params(engine), adam_state(engine)
+            weights, adam = local_params(engine), adam_state(engine)
         batch, reward = sample_batch(sampler, setup, cfg, seed, t, size)
         if t >= size.warmup:
             batches.append(batch.clone())
@@ -238,12 +230,13 @@ def branch(
     """One twin: restore, then train on the recorded batches (or, ``on_policy``, on fresh samples) with
     ``fault`` at the first. Per step (0: the warm state, 1..replay+1 after each update): weights, Adam's
     moments, the clip result and, on-policy, the batch's mean reward."""
-    from aggc_rl.lab.loop import local_params
     from verl_cpu import harness
 
     restore(engine, state, size)
     engine.arm(None if fault is None else dataclasses.replace(fault, step=size.warmup, seed=state.seed))
-    trajectory: list[dict[str, Any]] = [{"params": params(engine), "adam": adam_state(engine), "clip": None}]
+    trajectory: list[dict[str, Any]] = [
+        {"params": local_params(engine), "adam": adam_state(engine), "clip": None}
+    ]
     for t, recorded in enumerate(state.batches):
         reward = None
         if on_policy is None:
@@ -259,7 +252,7 @@ def branch(
         elif in_batch:
             reward_noise_(batch, size.samples, state.seed)
         harness.train_step(engine, batch, loss_fn)
-        trajectory.append({"params": params(engine), "adam": adam_state(engine), "clip": engine.last_clip,
+        trajectory.append({"params": local_params(engine), "adam": adam_state(engine), "clip": engine.last_clip,
                            "pre_norm": dict(engine.pre_norms), "fault_fired": engine.fault_fired or in_batch,
                            "reward": reward})  # fmt: skip
     return trajectory
