@@ -46,6 +46,11 @@ def _usable(values: Sequence[float | None], log: bool) -> list[float] | None:
     return [max(float(v), FLOOR) if log else float(v) for v in values]
 
 
+def geomean(values: Sequence[float]) -> float:
+    """The geometric mean of positive values."""
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
 def _floored(values: Sequence[float | None], log: bool) -> str:
     k = sum(1 for v in values if log and v is not None and math.isfinite(v) and v < FLOOR)
     return f" ({k} at <= {FLOOR:g})" if k else ""
@@ -186,7 +191,7 @@ def fault_section(by, nulls, fault: str, arms: Sequence[str], records: Sequence[
         for g in groups:
             vals = [by[(fault, arm)][s]["fault_step"][g]["error"] for s in seeds]
             ok = _usable(vals, True)
-            row.append(f"{math.exp(sum(map(math.log, ok)) / len(ok)):.3g}" if ok else "—")
+            row.append(f"{geomean(ok):.3g}" if ok else "—")
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
     lines += [
         "",
@@ -216,8 +221,7 @@ def headline(by, arms: Sequence[str], faults: Sequence[str]) -> list[str]:
         for arm in arms:
             e = _usable(_series(by, fault, arm, "error", seeds), True)
             d = _usable(_series(by, fault, arm, "drift", seeds), True)
-            geo = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
-            row.append(f"{geo(e):.3g} / {geo(d):.3g}" if e and d else "n/a")
+            row.append(f"{geomean(e):.3g} / {geomean(d):.3g}" if e and d else "n/a")
         lines.append(f"| {fault} (n={len(seeds)}) | " + " | ".join(row) + " |")
     return lines
 
@@ -270,7 +274,7 @@ def plot_moments(by, arms, faults, out: Path) -> list[Path]:
                 series = []
                 for t in range(len(traces[0])):
                     vals = [tr[t] for tr in traces if tr[t] is not None and tr[t] > 0]
-                    series.append(math.exp(sum(map(math.log, vals)) / len(vals)) if vals else float("nan"))
+                    series.append(geomean(vals) if vals else float("nan"))
                 ax.plot(range(1, len(series) + 1), series, label=arm)
             ax.set_yscale("log")
             ax.set_title(f"{fault} (n={len(seeds)})", fontsize=9)
