@@ -17,6 +17,7 @@ What it does, and why each piece is needed (verl 0.9.1 has no CPU platform and f
       resolves verl's platform singleton at import (``workers/engine/fsdp/transformer_impl.py:89``),
       so it must not happen in a process that is not meant to run on the CPU platform;
     - patches ``initialize_global_process_group_ray`` (see :func:`_install_gloo_process_group_patch`).
+    - replaces verl's per-row log-probability loop with a chunked one (:mod:`verl_cpu.logprobs`).
 
 verl imports plugins with every exception swallowed (``verl/__init__.py:74-76``), so a failure here
 is also recorded and raised again when the platform is used (its construction, and the
@@ -50,6 +51,7 @@ from typing import Any  # noqa: E402
 from verl.plugin.platform import PlatformBase, PlatformRegistry, get_platform  # noqa: E402
 
 from verl_cpu import device as cpu_device  # noqa: E402
+from verl_cpu import logprobs  # noqa: E402
 from verl_patches.engine.registry import register_engine  # noqa: E402
 
 #: The name this platform is registered under, and the value of ``VERL_PLATFORM`` that selects it.
@@ -293,6 +295,7 @@ def register_cpu_platform() -> None:
             _check_selected_platform()
             _register_fsdp_engines()
             _install_gloo_process_group_patch()
+            logprobs.install()
     except Exception as err:
         _setup_error = err
         raise

@@ -179,6 +179,21 @@ PORTING_CHECKLIST: tuple[Internal, ...] = (
         "verl_cpu/platform.py",
     ),
     Internal(
+        "verl.utils.torch_functional",
+        "logprobs_from_logits",
+        "without flash-attn or NPU calls logprobs_from_logits_v2 by its module-global name, so rebinding it there "
+        "takes effect for every caller",
+        "verl_cpu/logprobs.py",
+        mentions=("logprobs_from_logits_v2(logits, labels)",),
+    ),
+    Internal(
+        "verl.utils.torch_functional",
+        "logprobs_from_logits_v2",
+        "(logits (..., vocab), labels (...)) -> log_softmax(logits)[labels]; replaced on the CPU platform by a "
+        "chunked equivalent (its loop is one logsumexp per token)",
+        "verl_cpu/logprobs.py",
+    ),
+    Internal(
         "verl.workers.rollout.replica",
         "RolloutReplicaRegistry.register",
         "rollout.name -> a loader of the RolloutReplica class (server side)",

@@ -1,6 +1,6 @@
 """``python -m aggc_rl.lab``: the stability lab (v2). Faults on a warm Adam, measured against a clean twin.
 
-    python -m aggc_rl.lab --out outputs/lab                # 10 seeds x 8 arms x (clean + 9 faults), replayed
+    python -m aggc_rl.lab --out outputs/lab                # 10 seeds x 7 arms x (clean + 7 faults), replayed
     python -m aggc_rl.lab --quick --out outputs/lab-quick  # 2 seeds x 3 arms x 3 faults, short warm-up
     python -m aggc_rl.lab --on-policy --out outputs/lab    # the behavioural mode: twins resample, reward/accuracy
 

@@ -117,7 +117,15 @@ class Plan:
         )
 
 
-FULL = Plan(10, tuple(ARMS), tuple(f for f in FAULTS if f != "loss_x1000"), FULL_SIZE)
+#: The default lab, sized to finish within an hour on two cores (~7.5 s per replayed branch of 51 steps, one
+#: core each): 7 arms x (clean + 7 faults). Left out, still available with ``--arms`` / ``--faults``:
+#: ``aggc_official`` (AGGC with the official schedule, which differs from ``aggc`` only in its late
+#: tightening), ``v_proj_x100`` (a one-step group spike, as ``embed_x100`` and ``lm_head_x100`` are),
+#: ``reward_noise`` and ``loss_x1000``.
+FULL_ARMS = ("none", "global", "aggc", "adagc", "adagc_module_type", "zclip", "global_guard")
+FULL_FAULTS = ("loss_x100", "embed_x100", "lm_head_x100", "drift_v_proj_x5_20", "outlier_x1000", "random_x10",
+               "inf_lm_head")  # fmt: skip
+FULL = Plan(10, FULL_ARMS, FULL_FAULTS, FULL_SIZE)
 QUICK = Plan(2, ("none", "global", "aggc"), ("loss_x100", "lm_head_x100", "inf_lm_head"),
              replay.ReplaySize(warmup=20, beta2=0.95, replay=10, prompts=2, samples=4, lr=1e-4))  # fmt: skip
 ON_POLICY = Plan(3, ("none", "global", "aggc", "adagc", "zclip"), ("loss_x1000", "lm_head_x100", "random_x10"),
