@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 import verl.utils.torch_functional as tf
+
 from verl_cpu import logprobs
 
 
