@@ -160,3 +160,11 @@ def test_reward_noise_is_never_null_and_a_spike_of_nothing_is():
     assert twins._target(twins.FAULTS["reward_noise"]) is None  # it makes its own gradient
     assert twins._target(twins.FAULTS["lm_head_x100"]) == "lm_head"
     assert twins._target(twins.FAULTS["loss_x100"]) == "all"
+
+
+def test_a_fault_is_described_by_the_fields_its_kind_uses():
+    # A loss spike's record carries the dataclass's default group (v_proj); the report must not name it.
+    rec = {"kind": "loss_spike", "step": 150, "scale": 100.0, "group": "v_proj", "duration": 1, "seed": 3}
+    assert twins_report.describe_fault(rec) == "`loss_spike` at optimizer step 151 (scale 100, duration 1)"
+    rec = {"kind": "inf_group", "step": 150, "scale": 100.0, "group": "lm_head", "duration": 1, "seed": 0}
+    assert twins_report.describe_fault(rec) == "`inf_group` at optimizer step 151 (group lm_head)"
