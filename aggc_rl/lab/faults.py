@@ -21,6 +21,17 @@ MEASURE_SCHEME = "module_type"
 FAULT_KINDS = (
     "none", "loss_spike", "group_spike", "reward_noise", "outlier_sequence", "random_direction", "inf_group",
 )  # fmt: skip
+#: The fields of :class:`Fault` each kind uses (a record's other fields hold the dataclass's defaults).
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "loss_spike": ("scale", "duration"),
+    "group_spike": ("group", "scale", "duration"),
+    "reward_noise": (),
+    "outlier_sequence": ("scale",),
+    "random_direction": ("scale",),
+    "inf_group": ("group",),
+}
+assert set(KIND_FIELDS) == set(FAULT_KINDS)
 #: Faults the lab engine injects between backward and the clipper (or into the loss).
 ENGINE_FAULTS = ("loss_spike", "group_spike", "random_direction", "inf_group")
 
@@ -58,3 +69,11 @@ class Fault:
 
     def active(self, step: int) -> bool:
         return self.step <= step < self.step + self.duration
+
+
+def describe(fault: dict) -> str:
+    """A recorded fault (``dataclasses.asdict``) with the fields its kind uses, its step counted from 1 as the
+    plan says: ``loss_spike at optimizer step 151 (scale 100, duration 1)`` for the record of step 150."""
+    fields = ", ".join(f"{k} {fault[k]:g}" if isinstance(fault[k], float) else f"{k} {fault[k]}"
+                       for k in KIND_FIELDS[fault["kind"]])  # fmt: skip
+    return f"`{fault['kind']}` at optimizer step {fault['step'] + 1}" + (f" ({fields})" if fields else "")

@@ -118,8 +118,8 @@ class Plan:
 
 
 #: The default lab, sized to finish within an hour on two cores: 7 arms x (clean + 7 faults), ~9 s per replayed
-#: branch of 51 steps with two workers side by side (49.6 min in all, measured 2026-12-03). Left out, still available with ``--arms`` / ``--faults``:
-#: ``aggc_official`` (AGGC with the official schedule, which differs from ``aggc`` only in its late
+#: branch of 51 steps with two workers side by side (49.6 min in all, measured 2026-12-03). Left out, still
+#: available with ``--arms`` / ``--faults``: ``aggc_official`` (AGGC with the official schedule, which differs from ``aggc`` only in its late
 #: tightening), ``v_proj_x100`` (a one-step group spike, as ``embed_x100`` and ``lm_head_x100`` are),
 #: ``reward_noise`` and ``loss_x1000``.
 FULL_ARMS = ("none", "global", "aggc", "adagc", "adagc_module_type", "zclip", "global_guard")

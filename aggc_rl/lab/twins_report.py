@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from aggc_rl.lab import faults
 from aggc_rl.lab.errors import ALL
 from aggc_rl.lab.sensitivity import t_interval
 
@@ -146,28 +147,9 @@ def verdicts(by, fault: str, arms: Sequence[str], metric: str = "error") -> list
     return out
 
 
-#: The fields of a recorded fault each kind uses (the others hold the dataclass's defaults).
-_FAULT_FIELDS = {
-    "loss_spike": ("scale", "duration"),
-    "group_spike": ("group", "scale", "duration"),
-    "random_direction": ("scale",),
-    "inf_group": ("group",),
-    "outlier_sequence": ("scale",),
-    "reward_noise": (),
-}
-
-
-def describe_fault(fault: dict) -> str:
-    """The fault with the fields its kind uses, its step counted from 1 as the plan says:
-    ``loss_spike at optimizer step 151 (scale 100, duration 1)`` for the record of step 150."""
-    fields = ", ".join(f"{k} {fault[k]:g}" if isinstance(fault[k], float) else f"{k} {fault[k]}"
-                       for k in _FAULT_FIELDS.get(fault["kind"], ()))  # fmt: skip
-    return f"`{fault['kind']}` at optimizer step {fault['step'] + 1}" + (f" ({fields})" if fields else "")
-
-
 def fault_section(by, nulls, fault: str, arms: Sequence[str], records: Sequence[dict]) -> list[str]:
     seeds = seeds_of(by, fault, arms)
-    desc = describe_fault(next(r["faults"][fault]["fault"] for r in records if fault in r["faults"]))
+    desc = faults.describe(next(r["faults"][fault]["fault"] for r in records if fault in r["faults"]))
     lines = [f"### {fault}", "", f"Fault: {desc}. Seeds measured: {len(seeds)}."]
     if nulls[fault]:
         null_seeds = sorted({s for s, _ in nulls[fault]})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from aggc_rl.lab import twins_report
+from aggc_rl.lab import faults, twins_report
 
 REPO = Path(__file__).resolve().parents[2]
 CMD = [
@@ -165,6 +165,6 @@ def test_reward_noise_is_never_null_and_a_spike_of_nothing_is():
 def test_a_fault_is_described_by_the_fields_its_kind_uses():
     # A loss spike's record carries the dataclass's default group (v_proj); the report must not name it.
     rec = {"kind": "loss_spike", "step": 150, "scale": 100.0, "group": "v_proj", "duration": 1, "seed": 3}
-    assert twins_report.describe_fault(rec) == "`loss_spike` at optimizer step 151 (scale 100, duration 1)"
+    assert faults.describe(rec) == "`loss_spike` at optimizer step 151 (scale 100, duration 1)"
     rec = {"kind": "inf_group", "step": 150, "scale": 100.0, "group": "lm_head", "duration": 1, "seed": 0}
-    assert twins_report.describe_fault(rec) == "`inf_group` at optimizer step 151 (group lm_head)"
+    assert faults.describe(rec) == "`inf_group` at optimizer step 151 (group lm_head)"
