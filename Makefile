@@ -112,10 +112,10 @@ endif
 lab: $(STAMP)
 	nice -n 5 $(PY) -m aggc_rl.lab --out $(or $(OUT),outputs/lab$(if $(QUICK),-quick)) $(if $(QUICK),--quick) $(if $(ONPOLICY),--on-policy)
 
-# --- learning-rate sensitivity on the proxy (aggc_rl/lab/lr_sweep.py; docs/proxy.md) ---------------------------
+# --- learning-rate sensitivity on the proxy (aggc_rl/lr_sweep/; docs/proxy.md) ---------------------------
 # Arms x learning rates x seeds of GRPO on the proxy policy; OUT/report/lr_sweep.md and .png. Resumable.
 # QUICK=1: the short version. SFT=1: the LoRA SFT sweep (OUT/report/lr_sweep_sft.md and .png).
 .PHONY: lr-sweep
 
 lr-sweep: $(STAMP)
-	nice -n 5 $(PY) -m aggc_rl.lab.lr_sweep --out $(or $(OUT),outputs/lr-sweep$(if $(SFT),-sft)$(if $(QUICK),-quick)) $(if $(QUICK),--quick) $(if $(SFT),--sft)
+	nice -n 5 $(PY) -m aggc_rl.lr_sweep --out $(or $(OUT),outputs/lr-sweep$(if $(SFT),-sft)$(if $(QUICK),-quick)) $(if $(QUICK),--quick) $(if $(SFT),--sft)

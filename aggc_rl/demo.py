@@ -3,11 +3,11 @@
 What runs is the whole pipeline, unchanged from a GPU cluster except for the CPU platform and rollout:
 Ray, verl's v1 trainer and agent loop, the ``hf_cpu`` rollout, the Knights-and-Knaves reward, GRPO
 advantages, the actor update with our clipping, checkpoints. The policy is the proxy
-(:mod:`aggc_rl.lab.proxy`, docs/proxy.md): a 0.4M-parameter Qwen2 warm-started to partial skill on
+(:mod:`aggc_rl.proxy.policy`, docs/proxy.md): a 0.4M-parameter Qwen2 warm-started to partial skill on
 compact 2-person puzzles, built once and cached. Each arm trains from it with the same seed and data; its
 last checkpoint is merged (verl's model merger) and scored greedily on 1,000 held-out puzzles that neither
 the warm start nor the training data can contain. The demo ends with a small learning-rate comparison on
-the proxy (a stable and a collapsing lr, global vs aggc, 2 seeds; :mod:`aggc_rl.lab.lr_sweep`).
+the proxy (a stable and a collapsing lr, global vs aggc, 2 seeds; :mod:`aggc_rl.lr_sweep`).
 Everything lands under ``--out``:
 
     data/             proxy parquet (compact prompts)          <arm>/metrics.jsonl  verl's file logger
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aggc_rl.rewards
 from aggc_rl import metrics as names
-from aggc_rl.lab.proxy import PROXY, TEST_PROXY, ProxySpec
+from aggc_rl.proxy.policy import PROXY, TEST_PROXY, ProxySpec
 from verl_cpu.recipe import CPU_ACTOR_OVERRIDES
 from verl_cpu.vllm_setup import VLLM_CPU_OVERRIDES
 
@@ -222,7 +222,7 @@ def reward_trend(records: Sequence[dict], window: int = 3) -> tuple[float, float
 
 def prepare(out: Path, settings: DemoSettings) -> tuple[Path, Path]:
     """The cached proxy policy and the demo's parquet (enough training puzzles for every step)."""
-    from aggc_rl.lab.proxy import proxy_policy, write_parquet
+    from aggc_rl.proxy.policy import proxy_policy, write_parquet
 
     model = proxy_policy(settings.proxy, eval_count=settings.heldout)
     data = out / "data"
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.time()
     model, data = prepare(out, settings)
-    from aggc_rl.lab.proxy import heldout_eval, heldout_puzzles
+    from aggc_rl.proxy.policy import heldout_eval, heldout_puzzles
 
     heldout = heldout_puzzles(settings.heldout)
     start = heldout_eval(model, heldout)
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n== stability: global vs aggc at a stable and a collapsing learning rate, "
               f"{settings.stability_seeds} seeds (in process, lab.lr_sweep) ==", flush=True)  # fmt: skip
         subprocess.run(
-            [sys.executable, "-m", "aggc_rl.lab.lr_sweep", "--out", str(out / "stability"), "--arms", "global,aggc",
+            [sys.executable, "-m", "aggc_rl.lr_sweep", "--out", str(out / "stability"), "--arms", "global,aggc",
              "--lrs", ",".join(f"{lr:g}" for lr in settings.stability_lrs), "--seeds", str(settings.stability_seeds),
              "--steps", str(settings.stability_steps), "--heldout", str(settings.heldout), "--jobs", "2"],
             check=True,

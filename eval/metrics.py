@@ -18,21 +18,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from aggc_rl.stats import wilson_interval
 from eval.scoring import ItemRecord
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``p`` observed over ``n`` trials."""
-    if n < 1:
-        raise ValueError(f"Wilson interval needs n >= 1 trials, got {n}")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"proportion {p} is outside 0..1")
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -308,7 +308,7 @@ PORTING_CHECKLIST: tuple[Internal, ...] = (
         "verl.trainer.ppo.core_algos",
         "compute_grpo_outcome_advantage",
         "GRPO's per-prompt normalised outcome advantage, used by the lab's loop as the trainer uses it",
-        "aggc_rl/lab/loop.py",
+        "aggc_rl/inprocess/loop.py",
     ),
     # -- logging ------------------------------------------------------------------------------------------------
     Internal(

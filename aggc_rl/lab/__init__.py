@@ -1,8 +1,7 @@
-"""The stability lab: known faults on a warm Adam, measured through the project's verl update path, and the
-proxy policy's learning-rate sweeps.
+"""The fault lab: known faults on a warm Adam, each faulted run measured against its clean twin.
 
-``python -m aggc_rl.lab`` (``make lab``; docs/lab.md): ``replay`` (warm state, twins), ``errors`` (what a
-fault changed), ``twins`` (arms, faults, plans, runs), ``twins_report``; ``faults`` and ``engine`` inject.
-``python -m aggc_rl.lab.lr_sweep`` (``make lr-sweep``; docs/proxy.md): ``proxy``, ``proxy_grpo``,
-``proxy_sft``, ``sensitivity``. Shared: ``arms``, ``size``, ``loop``, ``policy``, ``logfile``.
+``python -m aggc_rl.lab`` (``make lab``; docs/lab.md): :mod:`~aggc_rl.lab.replay` (the warm state and the
+twins' branches), :mod:`~aggc_rl.lab.errors` (what a fault changed), :mod:`~aggc_rl.lab.twins` (arms, faults,
+plans, runs), :mod:`~aggc_rl.lab.twins_report`. The faults themselves are injected by the shared harness
+(:mod:`aggc_rl.inprocess.faults`, :mod:`aggc_rl.inprocess.engine`).
 """

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     torch.set_num_threads(1)
     from aggc_rl.lab import twins
-    from aggc_rl.lab.proxy import PROXY, TEST_PROXY, proxy_policy
+    from aggc_rl.proxy.policy import PROXY, TEST_PROXY, proxy_policy
 
     out = Path(args.out).resolve()
     worker = args.shard is not None
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = proxy_policy(spec, eval_count=0, log=(lambda *_: None) if worker else print)
     if worker:
         index, shards = (int(x) for x in args.shard.split("/"))
-        from aggc_rl.lab.logfile import output_to
+        from aggc_rl.inprocess.logfile import output_to
 
         log_path = out / "logs" / f"shard{index}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)

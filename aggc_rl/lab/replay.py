@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from aggc_rl.lab.arms import Arm
-from aggc_rl.lab.loop import local, local_params
-from aggc_rl.lab.policy import Sampler, score, stable_seed
-from aggc_rl.lab.proxy import RESPONSE_LENGTH, train_puzzles
-from aggc_rl.lab.size import LabSize
+from aggc_rl.inprocess.arms import NONE, Arm
+from aggc_rl.inprocess.shards import local, local_params
+from aggc_rl.inprocess.size import LabSize
+from aggc_rl.proxy.policy import RESPONSE_LENGTH, train_puzzles
+from aggc_rl.proxy.sampler import Sampler, score, stable_seed
 
 #: Faults that change the replayed batch itself (the others are injected by the lab engine).
 BATCH_FAULTS = ("outlier_sequence", "reward_noise")
@@ -85,7 +85,7 @@ class WarmState:
 
 def build(model_path: Path, arm: Arm, size: ReplaySize):
     """The lab engine for ``arm`` with the replay's AdamW betas (cfg, setup, engine, loss_fn)."""
-    from aggc_rl.lab.loop import build_engine
+    from aggc_rl.inprocess.loop import build_engine
 
     n = size.prompts * size.samples
     return build_engine(model_path, arm, size.lab_size(), batch_size=n,
@@ -141,7 +141,7 @@ def restore(engine, state: WarmState, size: ReplaySize) -> None:
 def sample_batch(sampler: Sampler, setup, cfg, seed: int, t: int, size: ReplaySize):
     """The on-policy PPO batch of step ``t`` of ``seed``'s stream, sampled from ``sampler``'s weights: the
     prompts and the sampling seed depend on (seed, t) only, so equal weights give an equal batch."""
-    from aggc_rl.lab.loop import grpo_advantages, padded_batch
+    from aggc_rl.inprocess.loop import grpo_advantages, padded_batch
     from verl_cpu import harness
 
     puzzles = train_puzzles("lab", seed, t, size.prompts, size.people)
@@ -157,11 +157,10 @@ def sample_batch(sampler: Sampler, setup, cfg, seed: int, t: int, size: ReplaySi
 
 def warm_state(model_path: Path, seed: int, size: ReplaySize, log=print) -> WarmState:
     """Steps 1 and 2 of the module docstring, under arm ``none``."""
-    from aggc_rl.lab.lr_sweep import ARMS
     from verl_cpu import harness
 
     size.check()
-    cfg, setup, engine, loss_fn = build(model_path, ARMS["none"], size)
+    cfg, setup, engine, loss_fn = build(model_path, NONE, size)
     engine.arm(None)
     sampler = Sampler(model_path, compact=True)
     sampler.load(local_params(engine))
@@ -202,8 +201,8 @@ def outlier_(batch, scale: float) -> None:
 def reward_noise_(batch, samples: int, seed: int) -> None:
     """The batch's advantages replaced by verl's GRPO advantages of uniform random rewards over the scorer's
     range (one scalar per sequence, on every response token, as the outcome advantage is)."""
-    from aggc_rl.lab.loop import grpo_advantages
-    from aggc_rl.lab.policy import REWARD_RANGE
+    from aggc_rl.inprocess.loop import grpo_advantages
+    from aggc_rl.proxy.sampler import REWARD_RANGE
 
     rows = _rows(batch["advantages"])
     gen = torch.Generator().manual_seed(stable_seed("lab-reward-noise", seed) % (2**31))

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from aggc_rl.clipping import rule_knobs
+from aggc_rl.inprocess.arms import NONE, WARMUP_KNOBS, Arm
+from aggc_rl.inprocess.faults import Fault
 from aggc_rl.lab import errors, replay
-from aggc_rl.lab.arms import WARMUP_KNOBS, Arm
-from aggc_rl.lab.faults import Fault
-from aggc_rl.lab.policy import Sampler, probe_kl, puzzles_for
+from aggc_rl.proxy.sampler import Sampler, probe_kl, puzzles_for
 
 
 def _at_defaults(method: str, **extra: Any) -> Arm:
@@ -34,7 +34,7 @@ def _at_defaults(method: str, **extra: Any) -> Arm:
 #: Lab v2's arms: ``none`` is the control; AdaGC both at its own (per-tensor) grouping and at AGGC's
 #: (``module_type``); the step guard.
 ARMS: dict[str, Arm] = {
-    "none": Arm("global", knobs={"max_norm": 1e30}),
+    "none": NONE,
     "global": Arm("global"),
     "aggc": Arm("aggc"),
     "aggc_official": Arm("aggc_official"),
@@ -163,7 +163,7 @@ def _rewards(trajectory) -> list[float]:
 def run_seed_arm(model: Path, state: replay.WarmState, arm: str, plan: Plan, probe_count: int = 32,
                  log=print) -> dict[str, Any]:  # fmt: skip
     """The clean twin and every faulted twin of ``arm`` for one seed; its record (JSON-safe)."""
-    from aggc_rl.lab.proxy import heldout_eval, heldout_puzzles
+    from aggc_rl.proxy.policy import heldout_eval, heldout_puzzles
 
     size = plan.size
     cfg, setup, engine, loss_fn = replay.build(model, ARMS[arm], size)
@@ -247,7 +247,7 @@ def run(
 ) -> list[dict[str, Any]]:
     """Every (seed, arm) record of this shard's seeds (``seed % shards == shard``), computing the missing ones
     (resumable)."""
-    from aggc_rl.lab.loop import ensure_process_group
+    from aggc_rl.inprocess.loop import ensure_process_group
 
     ensure_process_group("cpu")
     index, shards = shard

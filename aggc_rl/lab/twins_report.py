@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aggc_rl.lab import faults
+from aggc_rl.inprocess import faults
 from aggc_rl.lab.errors import ALL
-from aggc_rl.lab.sensitivity import t_interval
+from aggc_rl.stats import geomean, log_interval, paired_log_ratio, t_interval
 
 REFS = ("none", "global")
 #: metric name -> (label, getter from a fault record, log scale?)
@@ -47,11 +47,6 @@ def _usable(values: Sequence[float | None], log: bool) -> list[float] | None:
     return [max(float(v), FLOOR) if log else float(v) for v in values]
 
 
-def geomean(values: Sequence[float]) -> float:
-    """The geometric mean of positive values."""
-    return math.exp(sum(map(math.log, values)) / len(values))
-
-
 def _floored(values: Sequence[float | None], log: bool) -> str:
     k = sum(1 for v in values if log and v is not None and math.isfinite(v) and v < FLOOR)
     return f" ({k} at <= {FLOOR:g})" if k else ""
@@ -68,8 +63,8 @@ def cell(values: Sequence[float | None], log: bool) -> str:
     if len(set(vals)) == 1:
         return f"{vals[0]:.3g} in every seed{note}"
     if log:
-        m, hw, _ = t_interval([math.log(v) for v in vals])
-        return f"{math.exp(m):.3g} [{math.exp(m - hw):.3g}, {math.exp(m + hw):.3g}]{note}"
+        r = log_interval(vals)
+        return f"{r.centre:.3g} [{r.low:.3g}, {r.high:.3g}]{note}"
     m, hw, _ = t_interval(vals)
     return f"{m:+.3f} ± {hw:.3f}"
 
@@ -94,10 +89,12 @@ def paired(values: Sequence[float | None], refs: Sequence[float | None], log: bo
     if len(set(diffs)) == 1:
         v = math.exp(diffs[0]) if log else diffs[0]
         return f"{v:.3g} in every seed", "lower" if diffs[0] < 0 else "higher"
+    if log:
+        r = paired_log_ratio(a, b)
+        verdict = "lower" if r.high < 1 else "higher" if r.low > 1 else "no detectable difference"
+        return f"x{r.centre:.3g} [{r.low:.3g}, {r.high:.3g}]", verdict
     m, hw, _ = t_interval(diffs)
     verdict = "lower" if m + hw < 0 else "higher" if m - hw > 0 else "no detectable difference"
-    if log:
-        return f"x{math.exp(m):.3g} [{math.exp(m - hw):.3g}, {math.exp(m + hw):.3g}]", verdict
     return f"{m:+.3f} ± {hw:.3f}", verdict
 
 

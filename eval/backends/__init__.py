@@ -10,40 +10,14 @@ module is imported only when chosen: the vLLM one needs a GPU install, the HF on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from eval.config import BackendOptions, SamplingConfig
+from eval.backends.base import Backend, BackendUnavailableError, Completion
+from eval.config import BackendOptions
 
 BACKENDS = ("hf", "vllm")
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One generated response: text without special tokens, tokens generated (EOS included), and
-    whether it stopped at ``max_new_tokens`` rather than at an end-of-sequence token."""
-
-    text: str
-    num_tokens: int
-    truncated: bool
-
-
-class Backend(Protocol):
-    """What the harness needs from an engine."""
-
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> list[list[Completion]]:
-        """``sampling.n`` completions for each prompt, in prompt order."""
-        ...
-
-    def close(self) -> None:
-        """Free the model (GPU memory) before the next checkpoint loads."""
-        ...
-
-
-class BackendUnavailableError(RuntimeError):
-    """The chosen engine is not installed; the message says how to install it."""
+__all__ = ["BACKENDS", "Backend", "BackendUnavailableError", "Completion", "load_backend"]
 
 
 def load_backend(

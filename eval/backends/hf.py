@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from eval.backends import Completion
+from eval.backends.base import Completion
 from eval.config import BackendOptions, SamplingConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.backends import Completion
+from eval.backends.base import Completion
 from eval.config import BackendOptions, SamplingConfig
 
 #: Backends whose engine must run in a child process of its own (see the module docstring).

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.backends import BackendUnavailableError, Completion
+from eval.backends.base import BackendUnavailableError, Completion
 from eval.config import BackendOptions, SamplingConfig
 
 INSTALL_HINT = (

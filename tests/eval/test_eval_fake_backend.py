@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from aggc_rl.data.parquet_rows import read_rows
+from aggc_rl.stats import wilson_interval
 from eval.backends import Completion
 from eval.config import SamplingConfig
-from eval.metrics import wilson_interval
 from eval.run import main
 
 

@@ -1,4 +1,4 @@
-"""Pure metric functions: Wilson interval, unbiased pass@k, majority vote, summaries of hand-made records."""
+"""Pure metric functions: unbiased pass@k, majority vote, summaries of hand-made records."""
 
 from __future__ import annotations
 
@@ -10,30 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eval.metrics import majority_correct, pass_at_k, pass_ks, summarize, wilson_interval
+from aggc_rl.stats import wilson_interval
+from eval.metrics import majority_correct, pass_at_k, pass_ks, summarize
 from eval.scoring import ItemRecord
 from eval.tasks import GSM8K, KNIGHTS_KNAVES, get_task
-
-
-@pytest.mark.parametrize(
-    ("p", "n", "low", "high"),
-    [
-        (0.5, 100, 0.403832, 0.596168),  # textbook values
-        (0.0, 10, 0.0, 0.277533),
-        (1.0, 10, 0.722467, 1.0),
-        (0.8, 20, 0.583983, 0.919342),  # 16/20 by hand: centre 0.751662, half-width 0.167680
-    ],
-)
-def test_wilson_interval_matches_known_values(p: float, n: int, low: float, high: float) -> None:
-    got = wilson_interval(p, n)
-    assert got == pytest.approx((low, high), abs=1e-6)
-
-
-def test_wilson_interval_rejects_empty_and_out_of_range() -> None:
-    with pytest.raises(ValueError, match="n >= 1"):
-        wilson_interval(0.5, 0)
-    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
-        wilson_interval(1.5, 10)
 
 
 def _pass_at_k_brute(n: int, c: int, k: int) -> Fraction:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from aggc_rl.inprocess.loop import VERL_PLATFORMS
 from aggc_rl.lab import __main__ as lab_main
-from aggc_rl.lab.loop import VERL_PLATFORMS
 
 
 def test_every_device_maps_to_a_platform_verl_registers():

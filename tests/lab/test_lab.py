@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from aggc_rl.lab import faults, twins_report
+from aggc_rl.inprocess import faults
+from aggc_rl.lab import twins_report
 
 REPO = Path(__file__).resolve().parents[2]
 CMD = [

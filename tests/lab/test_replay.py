@@ -28,11 +28,11 @@ import json, sys, torch
 torch.set_num_threads(1)
 from pathlib import Path
 from aggc_rl.lab import replay
-from aggc_rl.lab.faults import Fault
-from aggc_rl.lab.loop import ensure_process_group
-from aggc_rl.lab.lr_sweep import ARMS
-from aggc_rl.lab.policy import Sampler
-from aggc_rl.lab.proxy import TEST_PROXY, proxy_policy
+from aggc_rl.inprocess.faults import Fault
+from aggc_rl.inprocess.loop import ensure_process_group
+from aggc_rl.lr_sweep.plans import ARMS
+from aggc_rl.proxy.sampler import Sampler
+from aggc_rl.proxy.policy import TEST_PROXY, proxy_policy
 ensure_process_group("cpu")
 model = proxy_policy(TEST_PROXY, eval_count=0, log=lambda *_: None)
 size = replay.ReplaySize(warmup=5, beta2=0.8, replay=3, prompts=2, samples=4, lr=1e-3)

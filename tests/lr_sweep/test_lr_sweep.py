@@ -1,4 +1,4 @@
-"""``python -m aggc_rl.lab.lr_sweep`` at its smallest: 1 arm x 2 lrs x 1 seed x 2 steps, two workers,
+"""``python -m aggc_rl.lr_sweep`` at its smallest: 1 arm x 2 lrs x 1 seed x 2 steps, two workers,
 resumed, with the report; bad input refused before any work."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aggc_rl.lab import lr_sweep
+from aggc_rl.lr_sweep import __main__ as lr_sweep
+from aggc_rl.lr_sweep import plans
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,9 +42,9 @@ def test_bad_input_is_refused(args, message, capsys):
 
 
 def test_the_arms_are_the_issue_s_and_none_never_clips():
-    assert set(lr_sweep.ARMS) == {"none", "global", "aggc", "aggc_official", "adagc", "zclip"}
-    assert lr_sweep.ARMS["none"].knobs["max_norm"] >= 1e30
-    full = lr_sweep.FULL
+    assert set(plans.ARMS) == {"none", "global", "aggc", "aggc_official", "adagc", "zclip"}
+    assert plans.ARMS["none"].knobs["max_norm"] >= 1e30
+    full = plans.FULL
     assert len(full["lrs"]) >= 5 and max(full["lrs"]) / min(full["lrs"]) >= 100 and full["seeds"] >= 3
     assert full["heldout"] >= 1000
 
@@ -52,13 +53,13 @@ def test_the_arms_are_the_issue_s_and_none_never_clips():
 def test_every_arm_composes_into_the_trainer_config(table, tmp_path):
     """Each arm's overrides compose with configs/aggc_ppo_trainer.yaml, and the knobs land where the engine
     reads them (``none``: verl's optim.clip_grad at 1e30, so global clipping never fires)."""
-    from aggc_rl.lab.size import LabSize
+    from aggc_rl.inprocess.size import LabSize
     from aggc_rl.tiny import build_tokenizer
     from verl_cpu import harness
 
     model = tmp_path / "model"
     build_tokenizer().save_pretrained(model)
-    arms = lr_sweep.SFT_ARMS if table == "sft" else lr_sweep.ARMS
+    arms = plans.SFT_ARMS if table == "sft" else plans.ARMS
     for name, arm in arms.items():
         cfg = harness.clip_ppo_config(str(model), 10, *arm.overrides(LabSize()))
         actor = cfg.actor_rollout_ref.actor
@@ -74,7 +75,7 @@ def test_every_arm_composes_into_the_trainer_config(table, tmp_path):
 def test_a_tiny_sweep_runs_resumes_and_reports(tmp_path):
     out = tmp_path / "sweep"
     cmd = [
-        sys.executable, "-m", "aggc_rl.lab.lr_sweep", "--out", str(out), "--arms", "aggc",
+        sys.executable, "-m", "aggc_rl.lr_sweep", "--out", str(out), "--arms", "aggc",
         "--lrs", "1e-3,1e-2", "--seeds", "1", "--steps", "2", "--prompts", "2", "--samples", "4",
         "--eval-every", "2", "--heldout", "8", "--hidden", "32", "--warm-start", "4", "--jobs", "2",
     ]  # fmt: skip

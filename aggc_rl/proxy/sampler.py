@@ -1,4 +1,4 @@
-"""The lab's task and policy: compact Knights-and-Knaves prompts, a tiny warm-started policy, a sampler.
+"""The proxy's task as the runs see it: compact Knights-and-Knaves prompts, batched sampling, the scorer.
 
 Puzzles come from the project's procedural generator (:mod:`aggc_rl.data.knights_knaves`) and responses
 are scored by the project's reward router (:mod:`aggc_rl.rewards`, the Logic-RL scheme, -3..3). To fit

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from aggc_rl.data.knights_knaves import Puzzle, generate_puzzle
-from aggc_rl.lab.policy import Sampler, chat, score, short_answer, stable_seed
+from aggc_rl.proxy.sampler import Sampler, chat, score, short_answer, stable_seed
 
 #: Bump when the warm start's code changes what it writes (part of the cache key).
 WARM_START_VERSION = 3
@@ -247,6 +247,11 @@ def _save(model, tokenizer, spec: ProxySpec, path: Path, wall: float, eval_count
         log(
             f"  proxy {spec.key()}: held-out greedy accuracy {acc['acc']:.3f} on {acc['n']} puzzles ({wall:.0f}s)"
         )
+
+
+#: A run "collapsed" when its final held-out accuracy is this far below the warm start (about three standard
+#: errors of a 1,000-puzzle accuracy near 50%), or when its loss or gradient norm became non-finite.
+COLLAPSE_MARGIN = 0.05
 
 
 def heldout_eval(

@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 
 from aggc_rl.clipping import group_of
-from aggc_rl.lab.faults import MEASURE_SCHEME, Fault
-from aggc_rl.lab.loop import local
+from aggc_rl.inprocess.faults import MEASURE_SCHEME, Fault
+from aggc_rl.inprocess.shards import local
 from verl_patches.engine.clip_engine import DEVICES, ClipFSDPEngine
 from verl_patches.engine.registry import register_engine
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from aggc_rl.lab import lr_sweep
-from aggc_rl.lab.proxy_sft import SFTSize, merged_weights
+from aggc_rl.lr_sweep import __main__ as lr_sweep
+from aggc_rl.lr_sweep import plans
+from aggc_rl.proxy.sft import SFTSize, merged_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,8 +49,8 @@ def test_merged_weights_give_the_adapted_model_s_logits():
 
 
 def test_the_sft_arms_and_grid_are_the_issue_s():
-    assert set(lr_sweep.SFT_ARMS) == {"none", "global", "aggc_lora", "adagc"}
-    full = lr_sweep.FULL_SFT
+    assert set(plans.SFT_ARMS) == {"none", "global", "aggc_lora", "adagc"}
+    full = plans.FULL_SFT
     assert len(full["lrs"]) >= 5 and max(full["lrs"]) / min(full["lrs"]) >= 100
     assert full["seeds"] >= 5 and full["heldout"] >= 1000
     with pytest.raises(SystemExit):
@@ -66,9 +67,9 @@ import json, sys
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from aggc_rl.lab import proxy_sft
-from aggc_rl.lab.lr_sweep import SFT_ARMS
-from aggc_rl.lab.proxy import TEST_PROXY, heldout_puzzles, proxy_policy
+from aggc_rl.proxy import sft as proxy_sft
+from aggc_rl.lr_sweep.plans import SFT_ARMS
+from aggc_rl.proxy.policy import TEST_PROXY, heldout_puzzles, proxy_policy
 model = proxy_policy(TEST_PROXY, root=Path(sys.argv[1]), eval_count=0, log=lambda *_: None)
 size = proxy_sft.SFTSize(steps=6, batch=8, eval_every=6)
 rec = proxy_sft.run(model, SFT_ARMS["aggc_lora"], 3e-3, 0, size, heldout_puzzles(64), log=lambda *_: None)

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from aggc_rl.data.knights_knaves import generate_puzzle
-from aggc_rl.lab.policy import stable_seed
-from aggc_rl.lab.proxy import (
+from aggc_rl.proxy.policy import (
     HELDOUT_DENOMINATOR,
     PROXY,
     TEST_PROXY,
@@ -24,6 +23,7 @@ from aggc_rl.lab.proxy import (
     proxy_policy,
     train_puzzles,
 )
+from aggc_rl.proxy.sampler import stable_seed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def test_cache_key_names_every_input():
 
 
 def test_the_warm_start_lr_is_constant_then_decays_linearly_to_zero():
-    from aggc_rl.lab.proxy import lr_factor
+    from aggc_rl.proxy.policy import lr_factor
 
     spec = ProxySpec(warm_start_steps=10, decay_steps=4)
     assert [lr_factor(spec, t) for t in range(10)] == [1.0] * 6 + [1.0, 0.75, 0.5, 0.25]
@@ -96,9 +96,9 @@ import json, os, sys
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from aggc_rl.lab.proxy import TEST_PROXY, proxy_policy
-from aggc_rl.lab.proxy_grpo import replay_fixed_batch
-from aggc_rl.lab.lr_sweep import ARMS
+from aggc_rl.proxy.policy import TEST_PROXY, proxy_policy
+from aggc_rl.proxy.grpo import replay_fixed_batch
+from aggc_rl.lr_sweep.plans import ARMS
 model = proxy_policy(TEST_PROXY, root=Path(sys.argv[1]), eval_count=0, log=lambda *_: None)
 out = {lr: replay_fixed_batch(model, ARMS["global"], float(lr), steps=3, prompts=4, samples=8) for lr in sys.argv[2:]}
 print("RESULT " + json.dumps(out))
@@ -128,7 +128,7 @@ def test_a_few_grpo_steps_raise_the_reward_of_a_fixed_batch(tmp_path):
 def test_demo_parquet_is_compact_and_split(tmp_path):
     from aggc_rl.data.parquet_rows import read_rows
     from aggc_rl.demo import DemoSettings
-    from aggc_rl.lab.proxy import write_parquet
+    from aggc_rl.proxy.policy import write_parquet
 
     train, val = write_parquet(tmp_path, 40, 12)
     train_rows, val_rows = read_rows(train), read_rows(val)

@@ -1,18 +1,16 @@
-"""``python -m aggc_rl.lab.lr_sweep``: learning-rate sensitivity of each clipping rule on the proxy.
+"""``python -m aggc_rl.lr_sweep``: learning-rate sensitivity of each clipping rule on the proxy.
 
-    python -m aggc_rl.lab.lr_sweep --out outputs/lr-sweep            # the full GRPO sweep
-    python -m aggc_rl.lab.lr_sweep --quick --out outputs/lr-sweep-quick
-    python -m aggc_rl.lab.lr_sweep --sft --out outputs/lr-sweep-sft  # the LoRA SFT sweep
+    python -m aggc_rl.lr_sweep --out outputs/lr-sweep            # the full GRPO sweep
+    python -m aggc_rl.lr_sweep --quick --out outputs/lr-sweep-quick
+    python -m aggc_rl.lr_sweep --sft --out outputs/lr-sweep-sft  # the LoRA SFT sweep
 
-Arms x learning rates x seeds on the proxy policy (:mod:`aggc_rl.lab.proxy`), each run in process through
-the lab's harness and the ``aggc_fsdp2`` engine: on-policy GRPO (:mod:`aggc_rl.lab.proxy_grpo`; verl's Ray
-trainer costs ~10x more per step on two cores) or, with ``--sft``, LoRA supervised fine-tuning of the proxy
-(:mod:`aggc_rl.lab.proxy_sft`, the AGGC paper's headline path). One JSON file per run under ``OUT/runs/``: a
-killed sweep started again with the same settings continues. ``OUT/report/lr_sweep.md`` (``--sft``:
-``lr_sweep_sft.md``) and the ``.png`` are rewritten at the end (definitions in :mod:`aggc_rl.lab.sensitivity`).
-
-The ``none`` arm is global-norm clipping at max_norm 1e30 (it never clips). Warm-ups counted in steps are
-shortened to fit runs of tens of steps: AdaGC ``warmup`` and ZClip ``warmup_steps`` = 5.
+Arms x learning rates x seeds (:mod:`aggc_rl.lr_sweep.plans`) on the proxy policy (:mod:`aggc_rl.proxy`), each
+run in process through the shared harness (:mod:`aggc_rl.inprocess`) and the ``aggc_fsdp2`` engine: on-policy
+GRPO (:mod:`aggc_rl.proxy.grpo`; verl's Ray trainer costs ~10x more per step on two cores) or, with ``--sft``,
+LoRA supervised fine-tuning of the proxy (:mod:`aggc_rl.proxy.sft`, the AGGC paper's headline path). One JSON
+file per run under ``OUT/runs/``: a killed sweep started again with the same settings continues.
+``OUT/report/lr_sweep.md`` (``--sft``: ``lr_sweep_sft.md``) and the ``.png`` are rewritten at the end
+(definitions in :mod:`aggc_rl.lr_sweep.sensitivity`).
 """
 
 from __future__ import annotations
@@ -28,46 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from aggc_rl.lab.arms import Arm
-
-#: The GRPO sweep's arms by name.
-ARMS: dict[str, Arm] = {
-    "none": Arm("global", knobs={"max_norm": 1e30}),
-    "global": Arm("global"),
-    "aggc": Arm("aggc"),
-    "aggc_official": Arm("aggc_official"),
-    "adagc": Arm("adagc", knobs={"warmup": 5}),
-    "zclip": Arm("zclip", knobs={"warmup_steps": 5}),
-}
-#: The LoRA SFT sweep's arms (``--sft``): ``aggc_lora`` is AGGC with the official LoRA knobs.
-SFT_ARMS: dict[str, Arm] = {
-    "none": ARMS["none"],
-    "global": ARMS["global"],
-    "aggc_lora": Arm("aggc_lora"),
-    "adagc": ARMS["adagc"],
-}
-#: From the stable end (3e-5, 1e-4: the held-out accuracy stays within ~3 points over 40 steps) through the
-#: collapsing end (1e-3: 43% -> 11% in 40 steps; 3e-3: 0% within 20), measured on the proxy (docs/proxy.md).
-LRS = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
-#: 8 prompts x 8 samples: twice the steps of 16 x 8 in the same time (~2.3 s per step on one core).
-FULL = dict(arms=tuple(ARMS), lrs=LRS, seeds=3, steps=60, prompts=8, samples=8, eval_every=30, heldout=1000)
-QUICK = dict(
-    arms=("none", "global", "aggc"), lrs=(1e-4, 1e-3, 3e-3), seeds=1, steps=20, prompts=8, samples=8,
-    eval_every=20, heldout=1000,
-)  # fmt: skip
-#: LoRA learning rates sit higher than full fine-tuning's; ``prompts`` is the SFT batch (``samples`` unused).
-SFT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-FULL_SFT = dict(
-    arms=tuple(SFT_ARMS), lrs=SFT_LRS, seeds=5, steps=120, prompts=16, samples=1, eval_every=120, heldout=1000
-)
-QUICK_SFT = dict(
-    arms=("none", "global", "aggc_lora"), lrs=(3e-3, 1e-1), seeds=1, steps=30, prompts=16, samples=1,
-    eval_every=30, heldout=1000,
-)  # fmt: skip
-
-
-def describe(arm: Arm) -> str:
-    return " ".join([f"clip={arm.method}", *(f"{k}={v:g}" for k, v in arm.knobs.items())])
+from aggc_rl.lr_sweep.plans import ARMS, FULL, FULL_SFT, QUICK, QUICK_SFT, SFT_ARMS, describe
 
 
 def run_path(out: Path, arm: str, lr: float, seed: int) -> Path:
@@ -128,7 +87,7 @@ def parse_args(argv: Sequence[str] | None):
             if value < 1:
                 ap.error(f"--{key.replace('_', '-')}={value} must be >= 1")
             plan[key] = value
-    from aggc_rl.lab.proxy import PROXY
+    from aggc_rl.proxy.policy import PROXY
 
     proxy = PROXY
     if args.warm_start is not None or args.hidden is not None:
@@ -155,11 +114,11 @@ def parse_args(argv: Sequence[str] | None):
         ap.error(f"--jobs={args.jobs} must be >= 1")
     plan["mode"] = "sft" if args.sft else "grpo"
     if args.sft:
-        from aggc_rl.lab.proxy_sft import SFTSize
+        from aggc_rl.proxy.sft import SFTSize
 
         size = SFTSize(steps=plan["steps"], batch=plan["prompts"], eval_every=plan["eval_every"])
     else:
-        from aggc_rl.lab.proxy_grpo import GRPOSize
+        from aggc_rl.proxy.grpo import GRPOSize
 
         size = GRPOSize(
             steps=plan["steps"],
@@ -181,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    from aggc_rl.lab.logfile import output_to
-    from aggc_rl.lab.proxy import heldout_puzzles, proxy_policy
+    from aggc_rl.inprocess.logfile import output_to
+    from aggc_rl.proxy.policy import heldout_puzzles, proxy_policy
 
     out = Path(args.out).resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -191,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = proxy_policy(plan["proxy"], log=(lambda *_: None) if worker else print)
     start_path = out / f"start_eval_{plan['heldout']}.json"
     if not worker and not start_path.exists():  # the same for every run: measured once
-        from aggc_rl.lab.proxy import heldout_eval
+        from aggc_rl.proxy.policy import heldout_eval
 
         start = {**heldout_eval(model, heldout_puzzles(plan["heldout"])), "model": str(model)}
         start_path.write_text(json.dumps(start))
@@ -205,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.jobs > 1:
             argv = list(argv if argv is not None else sys.argv[1:])
-            base = [sys.executable, "-m", "aggc_rl.lab.lr_sweep", *argv]
+            base = [sys.executable, "-m", "aggc_rl.lr_sweep", *argv]
             procs = [subprocess.Popen([*base, "--shard", f"{i}/{args.jobs}"]) for i in range(args.jobs)]
             codes = [p.wait() for p in procs]
             if any(codes):
@@ -213,9 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"a sweep worker failed (exit codes {codes}); run the same command again to continue"
                 )
             return _report(argv, plan, size, out, model, t0)
-    from aggc_rl.lab import proxy_grpo, proxy_sft
+    from aggc_rl.proxy import grpo, sft
 
-    one_run = proxy_sft.run if plan["mode"] == "sft" else proxy_grpo.run
+    one_run = sft.run if plan["mode"] == "sft" else grpo.run
     arms = SFT_ARMS if plan["mode"] == "sft" else ARMS
     heldout = heldout_puzzles(plan["heldout"])
     start = json.loads(start_path.read_text())
@@ -268,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(argv, plan, size, out: Path, model: Path, t0: float) -> int:
-    from aggc_rl.lab import sensitivity
+    from aggc_rl.lr_sweep import sensitivity
 
     records = []
     for seed in range(plan["seeds"]):
@@ -281,8 +240,7 @@ def _report(argv, plan, size, out: Path, model: Path, t0: float) -> int:
     count = f"{len(records)} ({len(plan['arms'])} arms x {len(plan['lrs'])} lrs x {plan['seeds']} seeds), "
     meta = {
         "title": f"{'LoRA SFT' if sft else 'GRPO'} learning-rate sweep on the proxy",
-        "command": "python -m aggc_rl.lab.lr_sweep "
-        + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": "python -m aggc_rl.lr_sweep " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "runs": count + size.describe() + " each",
         "update path": "in process: the lab's harness, the aggc_fsdp2 engine, "
         + (

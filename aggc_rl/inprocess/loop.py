@@ -1,8 +1,8 @@
-"""The lab's GRPO pieces shared by every on-policy loop: verl's advantage, the lab engine, the padded batch.
+"""The GRPO pieces every in-process loop shares: verl's advantage, the lab engine, the padded batch.
 
 The lab engine is ``aggc_fsdp2`` + fault hooks at world size 1, composed from our primary config exactly as
-the trainer's; batches go through verl's PPO loss (:mod:`verl_cpu.harness`). Used by the lab's replay
-(:mod:`aggc_rl.lab.replay`), the proxy's GRPO (:mod:`aggc_rl.lab.proxy_grpo`) and its LoRA SFT.
+the trainer's; batches go through verl's PPO loss (:mod:`verl_cpu.harness`). Used by the fault lab's
+replay (:mod:`aggc_rl.lab.replay`), the proxy's GRPO (:mod:`aggc_rl.proxy.grpo`) and its LoRA SFT.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from aggc_rl.lab.arms import Arm
-from aggc_rl.lab.size import LabSize
+from aggc_rl.inprocess.arms import Arm
+from aggc_rl.inprocess.size import LabSize
 
 # -- rewards and advantages ------------------------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ def ensure_process_group(device: str) -> None:
 def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int, extra: tuple[str, ...] = ()):
     """The lab engine for ``arm``, composed from configs/aggc_ppo_trainer.yaml as the trainer does;
     ``extra``: more Hydra overrides (the SFT sweep's LoRA settings)."""
-    from aggc_rl.lab.engine import LAB_BACKEND, register_lab_engine
+    from aggc_rl.inprocess.engine import LAB_BACKEND, register_lab_engine
     from verl_cpu import harness
 
     register_lab_engine()
@@ -80,16 +80,6 @@ def build_engine(model_path: Path, arm: Arm, size: LabSize, batch_size: int, ext
     setup = harness.engine_setup(cfg)
     engine = harness.build_engine(setup, backend=LAB_BACKEND)
     return cfg, setup, engine, harness.ppo_loss_fn(setup)
-
-
-def local(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor's local shard (world size 1: the whole tensor); a plain tensor as it is."""
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
-def local_params(engine) -> dict[str, torch.Tensor]:
-    """Copies of the engine's weights (world size 1: the local shard is the whole tensor)."""
-    return {n: local(p).detach().clone() for n, p in engine.module.named_parameters()}
 
 
 def padded_batch(gen: dict[str, torch.Tensor], advantages: torch.Tensor):

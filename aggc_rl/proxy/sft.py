@@ -1,4 +1,4 @@
-"""One LoRA supervised fine-tuning run on the proxy (:mod:`aggc_rl.lab.proxy`), in process, through the engine.
+"""One LoRA supervised fine-tuning run on the proxy (:mod:`aggc_rl.proxy.policy`), in process, through the engine.
 
 The path of the AGGC paper's headline claim (LoRA SFT) at proxy scale: the warm-started proxy is the base
 model; verl's engine (the ``aggc_fsdp2`` clip engine via the lab's engine, world size 1, nothing armed)
@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 
-from aggc_rl.lab.arms import Arm
-from aggc_rl.lab.policy import Sampler, short_answer
-from aggc_rl.lab.proxy import heldout_eval, train_puzzles
-from aggc_rl.lab.proxy_grpo import COLLAPSE_MARGIN
+from aggc_rl.inprocess.arms import Arm
+from aggc_rl.proxy.policy import COLLAPSE_MARGIN, heldout_eval, train_puzzles
+from aggc_rl.proxy.sampler import Sampler, short_answer
 
 #: LoRA adapters of the SFT sweep (rank 8 on a 128-wide model; alpha 2r as is common).
 LORA_RANK = 8
@@ -140,7 +139,8 @@ def run(
     start_eval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One (arm, lr, seed) LoRA SFT run; returns its record (JSON-safe, the fields of a GRPO run's)."""
-    from aggc_rl.lab.loop import LabSize, build_engine, ensure_process_group, local_params, padded_batch
+    from aggc_rl.inprocess.loop import LabSize, build_engine, ensure_process_group, padded_batch
+    from aggc_rl.inprocess.shards import local_params
     from verl_cpu import harness
 
     size.check()

@@ -1,12 +1,11 @@
-"""The lr sweep's statistics: sensitivity as defined in aggc_rl.lab.sensitivity, paired t-intervals."""
+"""The lr sweep's sensitivity as defined in aggc_rl.lr_sweep.sensitivity, compared by seed; its report."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from aggc_rl.lab import sensitivity
+from aggc_rl.lr_sweep import sensitivity
+from aggc_rl.stats import paired_difference
 
 LRS = (1e-4, 1e-3, 1e-2)
 
@@ -20,15 +19,6 @@ def rec(arm, lr, seed, final, start=0.4, collapsed=False):
         "start_acc": start,
         "collapsed": collapsed,
     }
-
-
-def test_t_interval_matches_student_t():
-    mean, half, n = sensitivity.t_interval([1.0, 2.0, 3.0])
-    assert (mean, n) == (2.0, 3)
-    assert half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
-    assert math.isnan(sensitivity.t_interval([5.0])[1])
-    with pytest.raises(ValueError, match="no values"):
-        sensitivity.t_interval([])
 
 
 def test_sensitivity_counts_a_collapse_in_full_and_is_paired_by_seed():
@@ -45,7 +35,7 @@ def test_sensitivity_counts_a_collapse_in_full_and_is_paired_by_seed():
     # seed 0: global (0.1 + 0 + 0.5) / 3; aggc (0.1 + 0 + 0.05) / 3
     assert out["global"]["per_seed"][0] == pytest.approx(0.6 / 3)
     assert out["aggc"]["per_seed"][0] == pytest.approx(0.15 / 3)
-    diff = sensitivity.paired(out["aggc"]["per_seed"], out["global"]["per_seed"])
+    diff = paired_difference(out["aggc"]["per_seed"], out["global"]["per_seed"])
     assert diff[2] == 3 and diff[0] == pytest.approx(-0.45 / 3)
 
 

@@ -1,4 +1,4 @@
-"""The lab's arms: a clip method, optionally with the step guard, plus lab-size knob settings.
+"""The experiments' arms: a clip method, optionally with the step guard, plus knob settings sized to the run.
 
 An arm becomes Hydra overrides of our primary config (``actor_rollout_ref.actor.clip=...``,
 ``clip_config.<method>.<knob>=...``, ``clip_config.guard.<knob>=...``), so it is built exactly as a
@@ -14,7 +14,7 @@ from typing import Any
 
 from aggc_rl.clipping import RULE_NAMES
 from aggc_rl.clipping.switch import ACTOR_KEY
-from aggc_rl.lab.size import LabSize
+from aggc_rl.inprocess.size import LabSize
 
 #: The warm-up knobs (in steps) of the rules that have one.
 WARMUP_KNOBS = {"adagc": "warmup", "zclip": "warmup_steps"}
@@ -77,6 +77,10 @@ class Arm:
 def _hydra(value: Any) -> str:
     return "null" if value is None else str(value)
 
+
+#: The control every experiment compares against: no clipping, as global-norm clipping whose threshold
+#: (1e30) never binds, so the arm runs through the same engine and code path as every other arm.
+NONE = Arm("global", knobs={"max_norm": 1e30})
 
 #: The default set, in report order; arms whose method is not registered are left out.
 DEFAULT_ARMS: tuple[Arm, ...] = (

@@ -1,4 +1,4 @@
-"""The faults the lab injects: what, at which optimizer step, how hard (no verl here).
+"""The faults the harness can inject (the fault lab picks them): what, at which optimizer step, how hard (no verl).
 
 * ``none``: the clean reference of every arm and seed;
 * ``loss_spike``: the loss of one optimizer step x ``scale`` (AdaGC's scenario: abnormal gradients
@@ -7,8 +7,9 @@
   x ``scale`` after backward, before the clipper (AGGC's spill-over scenario);
 * ``reward_noise``: one step's rewards replaced by uniform random ones over the scorer's range.
 
-The first two are injected by the lab-only engine (:mod:`aggc_rl.lab.engine`), the last by the lab's
-loop (:mod:`aggc_rl.lab.loop`); nothing in a normal training run can trigger any of them.
+The engine's kinds (:data:`ENGINE_FAULTS`) are injected by the lab-only engine (:mod:`aggc_rl.inprocess.engine`),
+the batch's (``reward_noise``, ``outlier_sequence``) by the fault lab's replay (:mod:`aggc_rl.lab.replay`);
+nothing in a normal training run can trigger any of them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""One on-policy GRPO run on the proxy (:mod:`aggc_rl.lab.proxy`) through the project's update path, in process.
+"""One on-policy GRPO run on the proxy (:mod:`aggc_rl.proxy.policy`) through the project's update path, in process.
 
-The lab's harness (:mod:`aggc_rl.lab.loop`): per step the current weights sample ``samples`` responses to
+The lab's harness (:mod:`aggc_rl.inprocess.loop`): per step the current weights sample ``samples`` responses to
 each of ``prompts`` training puzzles (temperature 1, seed from (seed, step) only: every arm and learning
 rate sees the same puzzles and random stream), the project's K&K reward scores them, verl's GRPO outcome
 advantage normalises them per prompt, and verl's PPO loss plus one optimizer step of the ``aggc_fsdp2``
@@ -20,13 +20,9 @@ from typing import Any
 
 import torch
 
-from aggc_rl.lab.arms import Arm
-from aggc_rl.lab.policy import Sampler, score, stable_seed
-from aggc_rl.lab.proxy import RESPONSE_LENGTH, heldout_eval, train_puzzles
-
-#: A run "collapsed" when its final held-out accuracy is this far below the warm start (about three standard
-#: errors of a 1,000-puzzle accuracy near 50%), or when its loss or gradient norm became non-finite.
-COLLAPSE_MARGIN = 0.05
+from aggc_rl.inprocess.arms import Arm
+from aggc_rl.proxy.policy import COLLAPSE_MARGIN, RESPONSE_LENGTH, heldout_eval, train_puzzles
+from aggc_rl.proxy.sampler import Sampler, score, stable_seed
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,13 @@ def run(
 
     ``start_eval``: the starting policy's held-out result when already measured (the same for every run of a
     sweep: same proxy, same puzzles), else it is measured here."""
-    from aggc_rl.lab.loop import LabSize, build_engine, ensure_process_group, grpo_advantages, padded_batch
+    from aggc_rl.inprocess.loop import (
+        LabSize,
+        build_engine,
+        ensure_process_group,
+        grpo_advantages,
+        padded_batch,
+    )
     from verl_cpu import harness
 
     size.check()
@@ -89,7 +91,7 @@ def run(
     cfg, setup, engine, loss_fn = build_engine(model_path, arm, lab_size, batch_size=n)
     engine.arm(None)
     sampler = Sampler(model_path, device, compact=True)
-    from aggc_rl.lab.loop import local_params
+    from aggc_rl.inprocess.shards import local_params
 
     sampler.load(local_params(engine))
     groups = engine.measure_groups
@@ -212,14 +214,14 @@ def replay_fixed_batch(
     old policy) is sampled once from the starting weights and replayed, so the only thing that changes
     between the two numbers is what the update path did to the weights.
     """
-    from aggc_rl.lab.loop import (
+    from aggc_rl.inprocess.loop import (
         LabSize,
         build_engine,
         ensure_process_group,
         grpo_advantages,
-        local_params,
         padded_batch,
     )
+    from aggc_rl.inprocess.shards import local_params
     from verl_cpu import harness
 
     ensure_process_group(device)

@@ -26,26 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Two-sided 95% Student-t quantiles by degrees of freedom (1..30); larger df use the normal 1.96.
-_T95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
+from aggc_rl.stats import Estimate, paired_difference, t_interval
 
 
-def t_interval(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, 95% half-width, n); the half-width is nan for a single value."""
-    n = len(values)
-    if n == 0:
-        raise ValueError("t_interval of no values")
-    mean = statistics.fmean(values)
-    if n == 1:
-        return mean, float("nan"), 1
-    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
-    return mean, t * statistics.stdev(values) / math.sqrt(n), n
-
-
-def fmt(cell: tuple[float, float, int], scale: float = 100.0, digits: int = 1) -> str:
+def fmt(cell: Estimate, scale: float = 100.0, digits: int = 1) -> str:
     mean, half, _ = cell
     if math.isnan(half):
         return f"{mean * scale:.{digits}f}"
@@ -114,13 +98,6 @@ def sensitivity(
     return out
 
 
-def paired(per_seed_a: dict[int, float], per_seed_b: dict[int, float]) -> tuple[float, float, int] | None:
-    common = sorted(set(per_seed_a) & set(per_seed_b))
-    if not common:
-        return None
-    return t_interval([per_seed_a[s] - per_seed_b[s] for s in common])
-
-
 def write_report(
     records: Sequence[dict],
     arms: Sequence[str],
@@ -175,7 +152,7 @@ def write_report(
     lines += [
         "S(arm, seed) = mean over the lr grid of [best(arm) - final(arm, lr, seed)], where best(arm) is the arm's",
         "highest seed-mean final accuracy over the grid and a non-finite run's final accuracy is 0 (Wortsman et",
-        "al. 2023, adapted: accuracy is bounded, so no cap at the start; aggc_rl/lab/sensitivity.py says why).",
+        "al. 2023, adapted: accuracy is bounded, so no cap at the start; aggc_rl/lr_sweep/sensitivity.py says why).",
         "Paired: per-seed differences S(arm) - S(global) and S(arm) - S(none), mean ± 95% t-interval",
         "(negative: less sensitive than the reference).",
         "",
@@ -184,7 +161,11 @@ def write_report(
     ]
 
     def versus(arm: str, ref: str) -> str:
-        diff = paired(sens[arm]["per_seed"], sens[ref]["per_seed"]) if ref in sens and arm != ref else None
+        diff = (
+            paired_difference(sens[arm]["per_seed"], sens[ref]["per_seed"])
+            if ref in sens and arm != ref
+            else None
+        )
         return fmt(diff) if diff else "—"
 
     for a, s in sens.items():
