@@ -48,7 +48,7 @@ class DemoSettings:
     seed: int = 0
     proxy: ProxySpec = field(default=PROXY)
     heldout: int = 1000  # held-out puzzles scored at the start and the end of each arm
-    # The closing comparison (lab.lr_sweep): a stable and a collapsing lr, global vs aggc, 2 seeds.
+    # The closing comparison (aggc_rl.lr_sweep): a stable and a collapsing lr, global vs aggc, 2 seeds.
     stability_lrs: tuple[float, ...] = (1e-4, 3e-3)
     stability_seeds: int = 2
     stability_steps: int = 16
@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nreport: {out / 'report' / 'report.md'} (plots: {out / 'report'}/*.png)")
     if not args.fast:  # then the learning-rate comparison on the proxy: a stable and a collapsing lr
         print("\n== stability: global vs aggc at a stable and a collapsing learning rate, "
-              f"{settings.stability_seeds} seeds (in process, lab.lr_sweep) ==", flush=True)  # fmt: skip
+              f"{settings.stability_seeds} seeds (in process, aggc_rl.lr_sweep) ==", flush=True)  # fmt: skip
         subprocess.run(
             [sys.executable, "-m", "aggc_rl.lr_sweep", "--out", str(out / "stability"), "--arms", "global,aggc",
              "--lrs", ",".join(f"{lr:g}" for lr in settings.stability_lrs), "--seeds", str(settings.stability_seeds),

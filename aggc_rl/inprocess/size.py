@@ -1,5 +1,5 @@
 """The sizes of one in-process GRPO run through the lab engine, in a module of their own: the arms, the engine
-config and the loops (the lab's replay, the proxy's GRPO and SFT) all read them."""
+config and the loops (the fault lab's replay, the proxy's GRPO and SFT) all read them."""
 
 from __future__ import annotations
 

@@ -242,7 +242,7 @@ def _report(argv, plan, size, out: Path, model: Path, t0: float) -> int:
         "title": f"{'LoRA SFT' if sft else 'GRPO'} learning-rate sweep on the proxy",
         "command": "python -m aggc_rl.lr_sweep " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "runs": count + size.describe() + " each",
-        "update path": "in process: the lab's harness, the aggc_fsdp2 engine, "
+        "update path": "in process: the shared harness (aggc_rl.inprocess), the aggc_fsdp2 engine, "
         + (
             "LoRA adapters, answer-token NLL (verl's sft_loss)"
             if sft

@@ -1,7 +1,7 @@
 """One on-policy GRPO run on the proxy (:mod:`aggc_rl.proxy.policy`) through the project's update path, in process.
 
-The lab's harness (:mod:`aggc_rl.inprocess.loop`): per step the current weights sample ``samples`` responses to
-each of ``prompts`` training puzzles (temperature 1, seed from (seed, step) only: every arm and learning
+The shared in-process harness (:mod:`aggc_rl.inprocess.loop`): per step the current weights sample ``samples``
+responses to each of ``prompts`` training puzzles (temperature 1, seed from (seed, step) only: every arm and learning
 rate sees the same puzzles and random stream), the project's K&K reward scores them, verl's GRPO outcome
 advantage normalises them per prompt, and verl's PPO loss plus one optimizer step of the ``aggc_fsdp2``
 engine (via the lab's engine, no fault armed) update the policy. Greedy accuracy on the held-out puzzles
