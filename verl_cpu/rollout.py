@@ -8,6 +8,9 @@ GPU. This module adds ``actor_rollout_ref.rollout.name=hf_cpu`` through verl's t
 - :class:`HFGenerationServer` (one Ray actor per replica) holds an HF model on the CPU and answers
   verl's token-in/token-out ``generate`` with temperature, top-p, top-k, a max-new-token budget and
   per-token log-probabilities, like verl's vLLM server; ``update_weights`` loads the actor's weights.
+  The requests that arrive together (a step's, sent concurrently by verl's agent loop) are decoded as one
+  batch (:mod:`verl_cpu.decoding`), at most ``rollout.max_num_seqs`` rows; ``max_num_seqs=1`` decodes each
+  request alone, as this server did before batching.
 - :class:`HFRolloutReplica` launches that server for each replica (hybrid mode: colocated with the
   trainer workers, weights synchronised after every update with verl's ``naive`` checkpoint engine).
 - :class:`HFServerAdapter` is what verl's ``ActorRolloutRefWorker`` builds as ``self.rollout``: it
@@ -22,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 import torch
 
+from verl_cpu.decoding import DecodeRequest, decode
 from verl_patches.version import require_verl
 
 require_verl(__name__)
@@ -43,31 +48,38 @@ ROLLOUT_NAME = "hf_cpu"
 SERVER_NAME = "hf_cpu_server_{replica}"
 
 
+#: How long the server waits for more concurrent requests before it starts a batch: until none arrived for
+#: ``GATHER_QUIET_S``, at most ``GATHER_LIMIT_S`` (verl's agent loop sends a step's requests within milliseconds).
+GATHER_QUIET_S = 0.002
+GATHER_LIMIT_S = 0.05
+
+
 def _server_name(replica_rank: int) -> str:
     return SERVER_NAME.format(replica=replica_rank)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Mask everything outside the top-k tokens and outside the top-p nucleus (with -inf)."""
-    if top_k is not None and 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0.0 < top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a token when the mass before it already reaches top_p (the first token always stays).
-        drop = (torch.cumsum(probs, dim=-1) - probs) >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits
+@dataclass
+class _Pending:
+    """A request waiting for its batch: what verl sent, and where its answer goes."""
+
+    prompt_ids: list[int]
+    params: dict[str, Any]
+    future: asyncio.Future
 
 
 class HFGenerationServer:
     """An HF causal LM on the CPU that answers verl's rollout-server calls (one per replica)."""
 
     def __init__(
-        self, model_path: str, prompt_length: int, response_length: int, max_model_len: int | None
+        self,
+        model_path: str,
+        prompt_length: int,
+        response_length: int,
+        max_model_len: int | None,
+        max_num_seqs: int = 1024,
     ) -> None:
+        if max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs={max_num_seqs} must be >= 1 (1: every request decoded alone)")
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
@@ -77,57 +89,114 @@ class HFGenerationServer:
         if eos is None:
             eos = self.model.config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        pad = self.model.generation_config.pad_token_id
+        if pad is None:
+            pad = self.model.config.pad_token_id
+        # Left padding is masked out, so its id never matters; an end-of-sequence id is always a valid one.
+        self.pad_id = int(pad) if pad is not None else min(self.eos_ids, default=0)
+        self.max_num_seqs = max_num_seqs
         self.response_length = response_length
         self.max_model_len = max_model_len or (prompt_length + response_length)
         # The trainer step whose weights are loaded (verl tags each trajectory with it); 0 = initial weights.
         self.global_steps = 0
         self.weight_version = 0
         self._lock = asyncio.Lock()
+        self._waiting: list[_Pending] = []
+        self._serving: asyncio.Task | None = None
         # How often each (prompt, weights) pair was sampled: with it, seeds do not depend on arrival order.
         self._draws: dict[tuple[int, int], int] = {}
 
     # -- generation ------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def _sample(self, prompt_ids: list[int], params: dict[str, Any], request_id: str) -> TokenOutput:
+    async def generate(
+        self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **kwargs: Any
+    ):
+        """Token-in/token-out generation, as verl's ``vLLMHttpServer.generate``.
+
+        The request waits with the others that arrive while the model is busy (verl's agent loop sends a step's
+        requests concurrently); they are decoded together (:func:`verl_cpu.decoding.decode`), at most
+        ``max_num_seqs`` at a time, each with its own seed. A request whose settings are refused fails alone.
+        """
+        unsupported = {k for k in ("image_data", "video_data", "audio_data") if kwargs.get(k) is not None}
+        if unsupported:
+            raise NotImplementedError(f"the {ROLLOUT_NAME} rollout is text-only; got {sorted(unsupported)}")
+        pending = _Pending(
+            list(prompt_ids), dict(sampling_params), asyncio.get_running_loop().create_future()
+        )
+        self._waiting.append(pending)
+        if self._serving is None or self._serving.done():
+            self._serving = asyncio.create_task(self._serve())
+        return await pending.future
+
+    async def _serve(self) -> None:
+        """Decode the waiting requests, a batch at a time, until none waits."""
+        while self._waiting:
+            await self._let_arrive()
+            async with self._lock:  # weights never change mid-batch
+                batch = self._waiting[: self.max_num_seqs]
+                del self._waiting[: len(batch)]
+                try:
+                    results = await asyncio.to_thread(self._decode_batch, batch)
+                except Exception as err:  # the batched forward itself failed: so did every request in it
+                    results = [err] * len(batch)
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():  # the caller gave up (cancelled)
+                    continue
+                if isinstance(result, Exception):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
+
+    async def _let_arrive(self) -> None:
+        """Wait while requests are still arriving (one event-loop turn per quiet period, ``GATHER_QUIET_S``),
+        at most ``GATHER_LIMIT_S``: the concurrent requests of one step then form one batch, not a first batch
+        of one followed by the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_LIMIT_S
+        seen = -1
+        while seen != len(self._waiting) < self.max_num_seqs and loop.time() < deadline:
+            seen = len(self._waiting)
+            await asyncio.sleep(GATHER_QUIET_S)
+
+    def _decode_batch(self, batch: list[_Pending]) -> list[TokenOutput | Exception]:
+        """Check each request (a refused one fails alone), seed them in arrival order, decode the rest together."""
+        results: list[TokenOutput | Exception | None] = [None] * len(batch)
+        requests, where = [], []
+        for i, pending in enumerate(batch):
+            try:
+                requests.append(self._request(pending.prompt_ids, pending.params))
+                where.append(i)
+            except (ValueError, TypeError) as err:
+                results[i] = err
+        # Rows in a canonical order (prompt, then seed): the same set of requests decodes the same way whatever
+        # order it arrived in.
+        order = sorted(range(len(requests)), key=lambda k: (requests[k].prompt_ids, requests[k].seed))
+        decoded = decode(self.model, [requests[k] for k in order], self.eos_ids, self.pad_id)
+        for k, out in zip(order, decoded, strict=True):
+            results[where[k]] = TokenOutput(
+                token_ids=out.token_ids,
+                log_probs=out.log_probs,
+                stop_reason="completed",
+                extra_fields={"global_steps": self.global_steps},
+            )
+        return results  # type: ignore[return-value]
+
+    def _request(self, prompt_ids: list[int], params: dict[str, Any]) -> DecodeRequest:
+        """verl's sampling parameters as one decode request; a prompt that leaves no room is refused."""
         budget = self.max_model_len - len(prompt_ids)
         if budget < 1:
             raise ValueError(
                 f"prompt of {len(prompt_ids)} tokens leaves no room to generate within max_model_len={self.max_model_len}"
             )
         max_new = params.get("max_tokens", params.get("max_new_tokens", self.response_length))
-        max_new = max(1, min(int(max_new), budget))
-        temperature = float(params.get("temperature", 1.0))
-        top_k = int(params.get("top_k", -1) or -1)
-        top_p = float(params.get("top_p", 1.0))
-        want_logprobs = params.get("logprobs") not in (None, False)
-        gen = torch.Generator().manual_seed(self._seed_for(prompt_ids, params.get("seed")))
-
-        ids = torch.tensor([prompt_ids], dtype=torch.long)
-        out = self.model(input_ids=ids, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1, :]
-        tokens: list[int] = []
-        logprobs: list[float] = []
-        for _ in range(max_new):
-            if temperature <= 0:  # greedy
-                token = int(logits.argmax(-1))
-                scaled = logits
-            else:
-                scaled = logits / temperature
-                probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=gen))
-            tokens.append(token)
-            if want_logprobs:
-                logprobs.append(float(torch.log_softmax(scaled.float(), dim=-1)[0, token]))
-            if token in self.eos_ids:
-                break
-            out = self.model(input_ids=torch.tensor([[token]]), past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[:, -1, :]
-        return TokenOutput(
-            token_ids=tokens,
-            log_probs=logprobs if want_logprobs else None,
-            stop_reason="completed",
-            extra_fields={"global_steps": self.global_steps},
+        return DecodeRequest(
+            prompt_ids=tuple(prompt_ids),
+            max_new=max(1, min(int(max_new), budget)),
+            temperature=float(params.get("temperature", 1.0)),
+            top_k=int(params.get("top_k", -1) or -1),
+            top_p=float(params.get("top_p", 1.0)),
+            logprobs=params.get("logprobs") not in (None, False),
+            seed=self._seed_for(prompt_ids, params.get("seed")),
         )
 
     def _seed_for(self, prompt_ids: list[int], seed: int | None) -> int:
@@ -142,16 +211,6 @@ class HFGenerationServer:
         k = self._draws.get(key, 0)
         self._draws[key] = k + 1
         return hash((*key, k)) % (2**63)
-
-    async def generate(
-        self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **kwargs: Any
-    ):
-        """Token-in/token-out generation, as verl's ``vLLMHttpServer.generate``."""
-        unsupported = {k for k in ("image_data", "video_data", "audio_data") if kwargs.get(k) is not None}
-        if unsupported:
-            raise NotImplementedError(f"the {ROLLOUT_NAME} rollout is text-only; got {sorted(unsupported)}")
-        async with self._lock:  # one forward at a time; weights never change mid-request
-            return await asyncio.to_thread(self._sample, list(prompt_ids), dict(sampling_params), request_id)
 
     # -- weights -----------------------------------------------------------------------------------------------
 
@@ -199,8 +258,8 @@ class HFGenerationServer:
         self.global_steps = global_steps
 
     async def wait_for_requests_to_drain(self) -> None:
-        async with self._lock:
-            return None
+        while self._serving is not None and not self._serving.done():
+            await asyncio.shield(self._serving)
 
     async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
         return {"aborted_count": 0, "request_ids": []}
@@ -232,6 +291,7 @@ class HFRolloutReplica(RolloutReplica):
             prompt_length=self.config.prompt_length,
             response_length=self.config.response_length,
             max_model_len=self.config.max_model_len,
+            max_num_seqs=self.config.max_num_seqs,
         )
         await server.get_weight_version.remote()  # surfaces a failed model load here
         self.servers = [server]

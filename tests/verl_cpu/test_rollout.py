@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from aggc_rl.tiny import TinySpec, build
+from verl_cpu.decoding import filter_logits
 from verl_cpu.rollout import (
     ROLLOUT_NAME,
     HFGenerationServer,
     HFRolloutReplica,
     HFServerAdapter,
-    filter_logits,
     register_cpu_rollout,
 )
 
@@ -113,3 +113,116 @@ def test_registered_with_verls_rollout_registries():
     register_cpu_rollout()  # idempotent
     assert get_rollout_replica_class(ROLLOUT_NAME) is HFRolloutReplica
     assert get_rollout_class(ROLLOUT_NAME, "async") is HFServerAdapter
+
+
+# -- batching: a step's concurrent requests decoded together ---------------------------------------------------
+
+BATCH_PROMPTS = [list(range(40, 40 + n)) for n in (6, 19, 11, 30)]
+
+
+def run_concurrently(server, calls):
+    """Send every (prompt, params) at once, as verl's agent loop does; results (or errors) in call order."""
+
+    async def go():
+        tasks = [
+            server.generate(prompt_ids=p, sampling_params=dict(s), request_id=f"c{i}")
+            for i, (p, s) in enumerate(calls)
+        ]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    return asyncio.run(go())
+
+
+def batch_sizes(monkeypatch) -> list[int]:
+    """Record the rows of every batched decode the server runs."""
+    import verl_cpu.rollout as rollout
+
+    sizes: list[int] = []
+    real = rollout.decode
+
+    def recording(model, requests, eos_ids, pad_id):
+        sizes.append(len(requests))
+        return real(model, requests, eos_ids, pad_id)
+
+    monkeypatch.setattr(rollout, "decode", recording)
+    return sizes
+
+
+def test_concurrent_requests_form_one_batch_up_to_max_num_seqs(model_dir, monkeypatch):
+    sizes = batch_sizes(monkeypatch)
+    calls = [(p, {"temperature": 1.0}) for p in BATCH_PROMPTS for _ in range(3)]
+    server = HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None)
+    assert all(not isinstance(r, Exception) for r in run_concurrently(server, calls))
+    assert sizes == [12]
+    small = HFGenerationServer(
+        model_dir, prompt_length=64, response_length=8, max_model_len=None, max_num_seqs=5
+    )
+    sizes.clear()
+    run_concurrently(small, calls)
+    assert sizes == [5, 5, 2]
+    with pytest.raises(ValueError, match="max_num_seqs=0 must be >= 1"):
+        HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None, max_num_seqs=0)
+
+
+def test_same_seeds_same_responses_whatever_the_arrival_order(model_dir):
+    """Two fresh servers (same weights), the same requests sent in opposite orders: each prompt gets the same
+    responses. Seeds come from (prompt, weights, k-th draw), and rows are decoded in a canonical order."""
+    params = {"temperature": 1.0, "top_p": 0.95, "logprobs": True}
+    calls = [(p, params) for p in BATCH_PROMPTS for _ in range(3)]
+
+    def by_prompt(calls, outs):
+        got: dict[tuple, list] = {}
+        for (p, _), out in zip(calls, outs, strict=True):
+            got.setdefault(tuple(p), []).append((tuple(out.token_ids), tuple(out.log_probs)))
+        return {k: sorted(v) for k, v in got.items()}
+
+    a = HFGenerationServer(model_dir, prompt_length=64, response_length=10, max_model_len=None)
+    b = HFGenerationServer(model_dir, prompt_length=64, response_length=10, max_model_len=None)
+    forward = by_prompt(calls, run_concurrently(a, calls))
+    backward = by_prompt(calls[::-1], run_concurrently(b, calls[::-1]))
+    assert forward == backward
+    assert all(len(set(responses)) > 1 for responses in forward.values())  # the n samples of a prompt differ
+
+
+def test_a_refused_request_fails_alone(model_dir):
+    server = HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None)
+    calls = [
+        (BATCH_PROMPTS[0], {"temperature": 0}),
+        (list(range(80)), {"temperature": 0}),
+        (BATCH_PROMPTS[1], {"temperature": 0}),
+    ]
+    first, refused, last = run_concurrently(server, calls)
+    assert isinstance(refused, ValueError) and "leaves no room" in str(refused)
+    assert first.token_ids == generate(server, {"temperature": 0}, prompt=BATCH_PROMPTS[0]).token_ids
+    assert len(last.token_ids) == 8
+
+
+def test_a_weight_update_never_lands_inside_a_batch(model_dir):
+    """Requests and an update sent together: every response comes whole from one set of weights, the one its
+    ``global_steps`` names."""
+    greedy = {"temperature": 0}
+    old_server = HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None)
+    old = [generate(old_server, greedy, prompt=p).token_ids for p in BATCH_PROMPTS]
+    state = {name: p.detach().clone() for name, p in old_server.model.named_parameters()}
+    state["lm_head.weight"] = torch.randn(
+        state["lm_head.weight"].shape, generator=torch.Generator().manual_seed(1)
+    )
+    asyncio.run(old_server.update_weights(state, global_steps=7))
+    new = [generate(old_server, greedy, prompt=p).token_ids for p in BATCH_PROMPTS]
+    assert new != old
+
+    server = HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None)
+
+    async def together():
+        tasks = [
+            server.generate(prompt_ids=p, sampling_params=greedy, request_id=str(i))
+            for i, p in enumerate(BATCH_PROMPTS)
+        ]
+        update = server.update_weights(state, global_steps=7)
+        return await asyncio.gather(*tasks, update)
+
+    *outs, version = asyncio.run(together())
+    assert version == 1
+    for out, before, after in zip(outs, old, new, strict=True):
+        assert out.token_ids == (before if out.extra_fields["global_steps"] == 0 else after)
+    asyncio.run(server.wait_for_requests_to_drain())
