@@ -52,6 +52,12 @@ bench: $(STAMP)
 	$(PY) -m bench.clip_step --runs 15 --dtypes float32,bfloat16 --out bench/results/clip_step_cpu.json
 	$(PY) -m bench.engine_step --out bench/results/engine_step_cpu.json
 
+# verl's CPU trainer step with the hf_cpu rollout decoding alone vs together, and the in-process harness's step,
+# on the proxy at the demo's settings (~6 min on 2 cores). TINY=1: the smoke version.
+.PHONY: bench-rollout
+bench-rollout: $(STAMP)
+	$(PY) -m bench.rollout_batching $(if $(TINY),--tiny,--out bench/results/rollout_batching_cpu.json)
+
 # One GPU, < 8 min: clip step 0.5B-7B bf16/fp32 vs torch and the bandwidth floor, a 1.5B train step, host
 # syncs. Only torch + transformers (the GPU machine's own Python, no venv). TINY=1: the CPU smoke path.
 # The day a GPU is lent (< 8 min on one H200, only torch + transformers): the clipper on CUDA against the CPU

@@ -121,10 +121,12 @@ def run(
         record["evals"].append({"step": 0, **start_eval, "wall_s": 0.0})
     nonfinite = False
     for t in range(size.steps):
+        t_step = time.perf_counter()
         puzzles = train_puzzles("rl", seed, t, size.prompts, size.people)
         prompt_ids = [ids for ids in sampler.encode(puzzles) for _ in range(size.samples)]
         answers = [p.answer_text for p in puzzles for _ in range(size.samples)]
         gen = sampler.generate(prompt_ids, size.response_length, seed=stable_seed("proxy-sample", seed, t))
+        sample_s = time.perf_counter() - t_step
         rewards, acc = score(sampler.texts(gen["responses"], gen["response_mask"]), answers)
         adv = grpo_advantages(rewards, gen["response_mask"], size.samples)
         batch = harness.make_ppo_batch(setup, cfg, padded_batch(gen, adv))
@@ -154,6 +156,7 @@ def run(
             log(f"    non-finite loss or grad norm at step {t + 1}: the run stops here (collapsed)")
             break
         sampler.load(local_params(engine))
+        step["sample_s"], step["step_s"] = sample_s, time.perf_counter() - t_step  # with the weight sync
         if (t + 1) % size.eval_every == 0 and t + 1 < size.steps:
             evaluate(t + 1)
     if nonfinite:
