@@ -130,9 +130,10 @@ def trainer_overrides(
 
 
 def _rollout_overrides(rollout: str) -> list[str]:
-    """Overrides that replace the ``hf_cpu`` rollout above (Hydra: the last value of a key wins)."""
+    """The ``hf_cpu`` rollout's threads, or overrides that replace it (Hydra: the last value of a key wins)."""
     if rollout == "hf_cpu":
-        return []
+        # verl's sync trainer leaves the actor idle while the rollout decodes: let it use every core.
+        return [f"+actor_rollout_ref.rollout.engine_kwargs.hf_cpu.num_threads={len(os.sched_getaffinity(0))}"]
     return list(VLLM_CPU_OVERRIDES)
 
 
@@ -166,8 +167,10 @@ def run_arm(
     settings: DemoSettings,
     extra: Sequence[str] = (),
     rollout: str = "hf_cpu",
+    env: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Train one arm in a child process, printing one line per step; returns its metric records."""
+    """Train one arm in a child process, printing one line per step; returns its metric records. ``env``: more
+    environment variables for the trainer."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train.log"
     cmd = [
@@ -181,7 +184,9 @@ def run_arm(
     seen = len(read_metrics(metrics_path))
     t0 = time.time()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=trainer_env(run_dir))
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**trainer_env(run_dir), **(env or {})}
+        )
         while proc.poll() is None:
             time.sleep(1.0)
             records = read_metrics(metrics_path)

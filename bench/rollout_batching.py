@@ -7,8 +7,9 @@
 Three measurements on the proxy policy at the demo's settings (16 prompts x 8 samples, 56 response tokens,
 lr 1e-4, clip=global, one torch thread everywhere):
 
-1. verl's trainer (``aggc_rl.train`` as ``make demo`` runs it) with ``rollout.max_num_seqs=1`` (every request
-   decoded alone: the server before batching) and with the default (a step's requests decoded together):
+1. verl's trainer (``aggc_rl.train`` as ``make demo`` runs it) as it was before batching (:data:`BEFORE`: every
+   request decoded alone on one thread, verl's 2 s replay-buffer poll) and as it is (a step's requests decoded
+   together, joining between tokens, on every core; a 0.05 s poll):
    the medians of verl's own ``timing_s/gen`` and ``timing_s/step`` over the steps after the first (the first
    warms up; the last also validates and saves).
 2. The in-process harness (:func:`aggc_rl.proxy.grpo.run`, the sweeps' loop): its median step and sampling time.
@@ -27,7 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-BEFORE = ("actor_rollout_ref.rollout.max_num_seqs=1",)
+#: The server before batching: every request decoded alone, on one thread (Ray's OMP_NUM_THREADS), and verl's
+#: 2 s wait between the trainer's checks for finished rollouts.
+BEFORE = (
+    "actor_rollout_ref.rollout.max_num_seqs=1",
+    "actor_rollout_ref.rollout.engine_kwargs.hf_cpu.num_threads=1",
+)
+BEFORE_ENV = {"AGGC_RL_REPLAY_POLL_S": "2.0"}
 
 
 def trainer_timings(records: list[dict]) -> dict[str, float]:
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict] = {}
     print("\n== verl trainer, hf_cpu rollout, every request decoded alone (max_num_seqs=1) ==", flush=True)
     figures["before"] = trainer_timings(
-        run_arm(model, data, work / "before", "global", settings, extra=BEFORE)
+        run_arm(model, data, work / "before", "global", settings, extra=BEFORE, env=BEFORE_ENV)
     )
     print("\n== verl trainer, hf_cpu rollout, a step's requests decoded together ==", flush=True)
     figures["after"] = trainer_timings(run_arm(model, data, work / "after", "global", settings))

@@ -169,3 +169,15 @@ def test_flash_attention_without_flash_attn_off_the_cpu_platform_exits_1_before_
         and "attn_implementation=sdpa" in out.stderr
     )
     assert RAY_STARTING not in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+def test_hf_cpu_rollout_settings_it_does_not_take_are_refused_before_ray(setup):
+    """engine_kwargs.hf_cpu takes num_threads only; a misspelt key or zero threads stops the run in seconds."""
+    out, _ = start(setup, "+actor_rollout_ref.rollout.engine_kwargs.hf_cpu.threads=2")
+    assert out.returncode == 2, (out.stdout + out.stderr)[-3000:]
+    assert RAY_STARTING not in out.stdout + out.stderr, "Ray was started"
+    assert "actor_rollout_ref.rollout.engine_kwargs.hf_cpu.threads=2" in out.stderr, out.stderr[-2000:]
+    assert "Allowed: num_threads." in out.stderr
+    out, _ = start(setup, "actor_rollout_ref.rollout.engine_kwargs.hf_cpu.num_threads=0")
+    assert out.returncode == 2 and "hf_cpu.num_threads=0" in out.stderr, out.stderr[-2000:]
+    assert RAY_STARTING not in out.stdout + out.stderr, "Ray was started"

@@ -31,7 +31,9 @@ from typing import Any
 import ray
 import torch
 
-from verl_cpu.decoding import DecodeRequest, decode
+from aggc_rl.preflight.problems import raise_if_any
+from aggc_rl.preflight.values import check_hf_cpu_rollout
+from verl_cpu.decoding import DecodeBatch, Decoded, DecodeRequest
 from verl_patches.version import require_verl
 
 require_verl(__name__)
@@ -48,9 +50,10 @@ ROLLOUT_NAME = "hf_cpu"
 SERVER_NAME = "hf_cpu_server_{replica}"
 
 
-#: How long the server waits for more concurrent requests before it starts a batch: until none arrived for
-#: ``GATHER_QUIET_S``, at most ``GATHER_LIMIT_S`` (verl's agent loop sends a step's requests within milliseconds).
-GATHER_QUIET_S = 0.002
+#: How long the server waits for more requests before it starts a batch: until none arrived for ``GATHER_QUIET_S``,
+#: at most ``GATHER_LIMIT_S``. Later requests join the running batch between tokens (verl's agent loop sends a
+#: step's 128 requests over ~0.5 s on two cores, in bursts).
+GATHER_QUIET_S = 0.005
 GATHER_LIMIT_S = 0.05
 
 
@@ -77,12 +80,16 @@ class HFGenerationServer:
         response_length: int,
         max_model_len: int | None,
         max_num_seqs: int = 1024,
+        num_threads: int | None = None,
     ) -> None:
         if max_num_seqs < 1:
             raise ValueError(f"max_num_seqs={max_num_seqs} must be >= 1 (1: every request decoded alone)")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"engine_kwargs.{ROLLOUT_NAME}.num_threads={num_threads} must be >= 1 (or null)")
         from transformers import AutoModelForCausalLM
 
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        # verl's sync trainer leaves the actor idle while the rollout runs, so the rollout may use every core.
+        torch.set_num_threads(num_threads or max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
@@ -103,6 +110,7 @@ class HFGenerationServer:
         self._lock = asyncio.Lock()
         self._waiting: list[_Pending] = []
         self._serving: asyncio.Task | None = None
+        self._updates_waiting = 0  # weight updates waiting for the batch: no request joins it meanwhile
         # How often each (prompt, weights) pair was sampled: with it, seeds do not depend on arrival order.
         self._draws: dict[tuple[int, int], int] = {}
 
@@ -113,9 +121,9 @@ class HFGenerationServer:
     ):
         """Token-in/token-out generation, as verl's ``vLLMHttpServer.generate``.
 
-        The request waits with the others that arrive while the model is busy (verl's agent loop sends a step's
-        requests concurrently); they are decoded together (:func:`verl_cpu.decoding.decode`), at most
-        ``max_num_seqs`` at a time, each with its own seed. A request whose settings are refused fails alone.
+        The request joins the running batch at the next token (:class:`verl_cpu.decoding.DecodeBatch`; verl's agent
+        loop sends a step's requests concurrently), at most ``max_num_seqs`` rows at a time, with its own seed, and
+        is answered as soon as it ends. A request whose settings are refused fails alone.
         """
         unsupported = {k for k in ("image_data", "video_data", "audio_data") if kwargs.get(k) is not None}
         if unsupported:
@@ -129,57 +137,70 @@ class HFGenerationServer:
         return await pending.future
 
     async def _serve(self) -> None:
-        """Decode the waiting requests, a batch at a time, until none waits."""
+        """Run a batch while requests wait: they join between tokens, and each is answered when it ends."""
         while self._waiting:
             await self._let_arrive()
-            async with self._lock:  # weights never change mid-batch
-                batch = self._waiting[: self.max_num_seqs]
-                del self._waiting[: len(batch)]
-                try:
-                    results = await asyncio.to_thread(self._decode_batch, batch)
-                except Exception as err:  # the batched forward itself failed: so did every request in it
-                    results = [err] * len(batch)
-            for pending, result in zip(batch, results, strict=True):
-                if pending.future.done():  # the caller gave up (cancelled)
-                    continue
-                if isinstance(result, Exception):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+            async with self._lock:  # weights never change while a batch runs
+                batch = DecodeBatch(self.model, self.eos_ids, self.pad_id)
+                while True:
+                    room = self.max_num_seqs - len(batch)
+                    admit = [] if self._updates_waiting else self._waiting[:room]
+                    del self._waiting[: len(admit)]
+                    if not admit and not len(batch):
+                        break
+                    for pending, result in await asyncio.to_thread(self._advance, batch, admit):
+                        if pending.future.done():  # the caller gave up (cancelled)
+                            continue
+                        if isinstance(result, Exception):
+                            pending.future.set_exception(result)
+                        else:
+                            pending.future.set_result(result)
 
     async def _let_arrive(self) -> None:
-        """Wait while requests are still arriving (one event-loop turn per quiet period, ``GATHER_QUIET_S``),
-        at most ``GATHER_LIMIT_S``: the concurrent requests of one step then form one batch, not a first batch
-        of one followed by the rest."""
+        """Before a batch starts, wait while requests are still arriving (until none came for
+        ``GATHER_QUIET_S``, at most ``GATHER_LIMIT_S``), so its first rows are prefilled together."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATHER_LIMIT_S
         seen = -1
-        while seen != len(self._waiting) < self.max_num_seqs and loop.time() < deadline:
+        while (
+            seen != len(self._waiting) and len(self._waiting) < self.max_num_seqs and loop.time() < deadline
+        ):
             seen = len(self._waiting)
             await asyncio.sleep(GATHER_QUIET_S)
 
-    def _decode_batch(self, batch: list[_Pending]) -> list[TokenOutput | Exception]:
-        """Check each request (a refused one fails alone), seed them in arrival order, decode the rest together."""
-        results: list[TokenOutput | Exception | None] = [None] * len(batch)
-        requests, where = [], []
-        for i, pending in enumerate(batch):
-            try:
-                requests.append(self._request(pending.prompt_ids, pending.params))
-                where.append(i)
-            except (ValueError, TypeError) as err:
-                results[i] = err
-        # Rows in a canonical order (prompt, then seed): the same set of requests decodes the same way whatever
-        # order it arrived in.
-        order = sorted(range(len(requests)), key=lambda k: (requests[k].prompt_ids, requests[k].seed))
-        decoded = decode(self.model, [requests[k] for k in order], self.eos_ids, self.pad_id)
-        for k, out in zip(order, decoded, strict=True):
-            results[where[k]] = TokenOutput(
-                token_ids=out.token_ids,
-                log_probs=out.log_probs,
-                stop_reason="completed",
-                extra_fields={"global_steps": self.global_steps},
-            )
-        return results  # type: ignore[return-value]
+    def _advance(
+        self, batch: DecodeBatch, admit: list[_Pending]
+    ) -> list[tuple[_Pending, TokenOutput | Exception]]:
+        """In the worker thread: check, seed (in arrival order) and prefill the newcomers, then one token for every
+        row. Returns the requests answered: the refused ones, the ones that ended, or every request of the batch
+        with the error of a forward that failed."""
+        answered: list[tuple[_Pending, TokenOutput | Exception]] = []
+        joining: list[tuple[_Pending, DecodeRequest]] = []
+        try:
+            for pending in admit:
+                try:
+                    joining.append((pending, self._request(pending.prompt_ids, pending.params)))
+                except (ValueError, TypeError) as err:
+                    answered.append((pending, err))
+            # Newcomers in a canonical order (prompt, then seed): the same requests arriving in another order
+            # are prefilled and placed the same way.
+            joining.sort(key=lambda item: (item[1].prompt_ids, item[1].seed))
+            batch.add(joining)
+            for pending, decoded in batch.step():
+                answered.append((pending, self._output(decoded)))
+        except Exception as err:  # a forward failed: every request in the batch fails with its error
+            failed = {id(p): p for p, _ in joining} | {id(row.key): row.key for row in batch.rows}
+            answered += [(p, err) for p in failed.values()]
+            batch.clear()
+        return answered
+
+    def _output(self, decoded: Decoded) -> TokenOutput:
+        return TokenOutput(
+            token_ids=decoded.token_ids,
+            log_probs=decoded.log_probs,
+            stop_reason="completed",
+            extra_fields={"global_steps": self.global_steps},
+        )
 
     def _request(self, prompt_ids: list[int], params: dict[str, Any]) -> DecodeRequest:
         """verl's sampling parameters as one decode request; a prompt that leaves no room is refused."""
@@ -215,8 +236,14 @@ class HFGenerationServer:
     # -- weights -----------------------------------------------------------------------------------------------
 
     async def update_weights(self, state: dict[str, torch.Tensor], global_steps: int | None = None) -> int:
-        """Load the actor's (full, HF-named) weights; every name must be known to the model."""
-        async with self._lock:
+        """Load the actor's (full, HF-named) weights once the running batch has ended (no request joins it while
+        an update waits); every name must be known to the model."""
+        self._updates_waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._updates_waiting -= 1
+        try:
             own = dict(self.model.named_parameters())
             unknown = sorted(set(state) - set(own) - {n for n, _ in self.model.named_buffers()})
             if unknown:
@@ -233,6 +260,8 @@ class HFGenerationServer:
             if global_steps is not None:
                 self.global_steps = global_steps
             return self.weight_version
+        finally:
+            self._lock.release()
 
     async def get_weight_version(self) -> int:
         return self.weight_version
@@ -283,6 +312,14 @@ class HFRolloutReplica(RolloutReplica):
                 f"{ROLLOUT_NAME}: one process per replica only; set actor_rollout_ref.rollout.tensor_model_parallel_size=1 "
                 f"(and data/pipeline parallel 1), got a replica world size of {self.world_size}"
             )
+        # aggc_rl.train checked these before Ray started; verl's own entry points reach here unchecked.
+        settings = {
+            "name": ROLLOUT_NAME,
+            "max_num_seqs": self.config.max_num_seqs,
+            "engine_kwargs": {ROLLOUT_NAME: dict(self.config.engine_kwargs.get(ROLLOUT_NAME) or {})},
+        }
+        raise_if_any(check_hf_cpu_rollout(settings), f"the {ROLLOUT_NAME} rollout")
+        options = settings["engine_kwargs"][ROLLOUT_NAME]
         name = _server_name(self.replica_rank)
         server_cls = ray.remote(HFGenerationServer)
         model_config = omega_conf_to_dataclass(self.model_config, dataclass_type=HFModelConfig)
@@ -292,6 +329,7 @@ class HFRolloutReplica(RolloutReplica):
             response_length=self.config.response_length,
             max_model_len=self.config.max_model_len,
             max_num_seqs=self.config.max_num_seqs,
+            num_threads=options.get("num_threads"),
         )
         await server.get_weight_version.remote()  # surfaces a failed model load here
         self.servers = [server]

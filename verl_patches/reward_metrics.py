@@ -35,16 +35,15 @@ from verl_patches.version import require_verl
 require_verl(__name__)
 
 import functools  # noqa: E402
-import importlib.abc  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import sys  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 from aggc_rl import metrics as names  # noqa: E402
 from aggc_rl.rewards import event_metrics  # noqa: E402
+from verl_patches.import_hooks import patch_after_import  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -124,45 +123,6 @@ def patch_trainer_base(module: ModuleType) -> None:
     cls._compute_metrics = wrap_compute_metrics(cls._compute_metrics, lambda: module.tq.kv_batch_get)
 
 
-class _PatchingLoader(importlib.abc.Loader):
-    """Runs the real loader of trainer_base, then patches the module."""
-
-    def __init__(self, loader: importlib.abc.Loader) -> None:
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._loader.exec_module(module)
-        patch_trainer_base(module)
-
-    def __getattr__(self, name: str) -> Any:  # get_code, get_source, is_package, ...
-        return getattr(self._loader, name)
-
-
-class _TrainerBaseHook(importlib.abc.MetaPathFinder):
-    """Finds trainer_base with the other finders and hands back a spec whose loader patches it."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != TRAINER_MODULE:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _PatchingLoader(spec.loader)
-                return spec
-        return None
-
-
 def install() -> None:
     """Patch verl's trainer_base now if it is imported, else right after its import; idempotent."""
-    module = sys.modules.get(TRAINER_MODULE)
-    if module is not None and hasattr(module, "PPOTrainer"):
-        patch_trainer_base(module)
-        return
-    if not any(isinstance(finder, _TrainerBaseHook) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _TrainerBaseHook())
+    patch_after_import(TRAINER_MODULE, patch_trainer_base, imported=lambda m: hasattr(m, "PPOTrainer"))

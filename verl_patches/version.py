@@ -310,6 +310,21 @@ PORTING_CHECKLIST: tuple[Internal, ...] = (
         "GRPO's per-prompt normalised outcome advantage, used by the lab's loop as the trainer uses it",
         "aggc_rl/inprocess/loop.py",
     ),
+    Internal(
+        "verl.trainer.ppo.v1.replay_buffer",
+        "ReplayBuffer.__init__",
+        "takes poll_interval (default 2.0 s) and keeps it as self.poll_interval; the trainer builds the buffer "
+        "without it. The CPU backend defaults it to 0.05 s (subclasses such as ReplayBufferAsync inherit __init__)",
+        "verl_cpu/replay_poll.py",
+        mentions=("poll_interval", "self.poll_interval = poll_interval"),
+    ),
+    Internal(
+        "verl.trainer.ppo.v1.replay_buffer",
+        "ReplayBuffer._wait_for_next_poll",
+        "the only sleep of the trainer's wait for rollouts: time.sleep(self.poll_interval)",
+        "verl_cpu/replay_poll.py",
+        mentions=("time.sleep(self.poll_interval)",),
+    ),
     # -- logging ------------------------------------------------------------------------------------------------
     Internal(
         "verl.utils.tracking",

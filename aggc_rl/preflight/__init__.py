@@ -20,6 +20,8 @@ What is checked (docs/configuration.md, "What is checked before Ray starts"):
   the GSM8K ``method`` are known (``math_verify`` needs its package);
 * the attention implementation: off the CPU platform, verl's default ``flash_attention_2`` needs ``flash_attn``
   to be importable (:mod:`aggc_rl.preflight.attention`; a ``kind=missing`` problem, exit 1).
+* the ``hf_cpu`` rollout's settings (``rollout.engine_kwargs.hf_cpu``, ``rollout.max_num_seqs``), when it is the
+  rollout.
 
 ``kind=value`` problems are wrong whatever is on disk; ``kind=files`` ones depend on files that a dry run
 (``--cfg job``) may not have made yet, so :func:`split_dry_run` lets such a run warn about those instead.
@@ -40,6 +42,7 @@ from aggc_rl.preflight.data import (
 )
 from aggc_rl.preflight.model import check_model_path, is_offline
 from aggc_rl.preflight.problems import FILES, MISSING, VALUE, PreflightError, Problem, raise_if_any
+from aggc_rl.preflight.values import check_hf_cpu_rollout
 
 __all__ = [
     "FILES",
@@ -243,6 +246,7 @@ def check_rl(config: Mapping[str, Any], env: Mapping[str, str]) -> list[Problem]
         env,
         alternative=f"+{model}.override_config.attn_implementation=sdpa (the RL scripts: ATTN=sdpa)",
     )
+    problems += check_hf_cpu_rollout(get(config, "actor_rollout_ref.rollout") or {})
     return problems
 
 

@@ -61,3 +61,30 @@ def check_strategy(key: str, value: Any) -> list[Problem]:
             VALUE,
         )
     ]
+
+
+#: ``actor_rollout_ref.rollout.engine_kwargs.hf_cpu``: what the CPU rollout takes (``verl_cpu.rollout``).
+HF_CPU_ENGINE_KWARGS = ("num_threads",)
+
+
+def check_hf_cpu_rollout(
+    rollout: Mapping[str, Any], prefix: str = "actor_rollout_ref.rollout"
+) -> list[Problem]:
+    """The ``hf_cpu`` rollout's own settings: its ``engine_kwargs.hf_cpu`` keys and ``max_num_seqs``."""
+    if rollout.get("name") != "hf_cpu":
+        return []
+    problems = []
+    options = (rollout.get("engine_kwargs") or {}).get("hf_cpu") or {}
+    for key, value in options.items():
+        if key not in HF_CPU_ENGINE_KWARGS:
+            problems.append(Problem(f"{prefix}.engine_kwargs.hf_cpu.{key}", value, "not a setting of the hf_cpu "
+                                    "rollout", f"Allowed: {', '.join(HF_CPU_ENGINE_KWARGS)}.", VALUE))  # fmt: skip
+    threads = options.get("num_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        problems.append(Problem(f"{prefix}.engine_kwargs.hf_cpu.num_threads", threads, "the rollout's torch "
+                                "threads", "Allowed: an integer >= 1, or null (OMP_NUM_THREADS).", VALUE))  # fmt: skip
+    seqs = rollout.get("max_num_seqs")
+    if seqs is not None and (isinstance(seqs, bool) or not isinstance(seqs, int) or seqs < 1):
+        problems.append(Problem(f"{prefix}.max_num_seqs", seqs, "rows the hf_cpu rollout decodes together",
+                                "Allowed: an integer >= 1 (1: every request alone).", VALUE))  # fmt: skip
+    return problems

@@ -113,3 +113,19 @@ def test_ray_is_kept_on_loopback_only_for_a_run_that_starts_its_own_single_node_
     assert not bind_ray_to_loopback(one, env) and LOOPBACK_ENV not in env
     env = {"RAY_TMPDIR": str(tmp_path / "elsewhere"), LOOPBACK_ENV: "1"}  # the user's own choice stays
     assert not bind_ray_to_loopback(one, env) and env[LOOPBACK_ENV] == "1"
+
+
+def test_the_hf_cpu_rollout_takes_num_threads_and_a_positive_max_num_seqs():
+    from aggc_rl.preflight.values import check_hf_cpu_rollout
+
+    good = {"name": "hf_cpu", "max_num_seqs": 1, "engine_kwargs": {"hf_cpu": {"num_threads": 2}, "vllm": {}}}
+    assert check_hf_cpu_rollout(good) == []
+    bad = {"name": "hf_cpu", "max_num_seqs": 0, "engine_kwargs": {"hf_cpu": {"num_threads": 0, "thread": 2}}}
+    problems = {p.key: p for p in check_hf_cpu_rollout(bad)}
+    assert set(problems) == {
+        "actor_rollout_ref.rollout.max_num_seqs",
+        "actor_rollout_ref.rollout.engine_kwargs.hf_cpu.num_threads",
+        "actor_rollout_ref.rollout.engine_kwargs.hf_cpu.thread",
+    }
+    assert "Allowed: num_threads." in str(problems["actor_rollout_ref.rollout.engine_kwargs.hf_cpu.thread"])
+    assert check_hf_cpu_rollout({**bad, "name": "vllm"}) == []  # another rollout's settings are its own

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from aggc_rl.tiny import TinySpec, build
-from verl_cpu.decoding import DecodeRequest, decode, left_pad
+from verl_cpu.decoding import DecodeBatch, DecodeRequest, decode, left_pad
 
 #: Prompts of different lengths (5 to 40 tokens), so the batch is padded on the left.
 PROMPTS = [list(range(40, 40 + n)) for n in (5, 40, 17, 9, 31, 12)]
@@ -98,3 +98,34 @@ def test_a_request_without_prompt_or_budget_is_refused():
         DecodeRequest((), 4)
     with pytest.raises(ValueError, match="max_new=0"):
         DecodeRequest((1, 2), 0)
+
+
+def test_requests_joining_a_running_batch_decode_as_they_would_alone(model):
+    """Continuous batching: rows join between tokens (their cache merged, padded on the left) and leave when
+    they end; each row's greedy tokens are its batch-of-one tokens, and a finished row is handed back at once."""
+    reqs = requests(temperature=0.0, logprobs=True)
+    alone = {i: decode(model, [r], set(), 0)[0] for i, r in enumerate(reqs)}
+    batch = DecodeBatch(model, set(), pad_id=0)
+    batch.add([(0, reqs[0]), (3, reqs[3])])  # prompts of 5 and 9 tokens
+    done: dict[int, object] = {}
+    for step in range(40):
+        if step == 2:  # 40 and 17 tokens: longer than the running cache (11), which is padded on the left
+            batch.add([(1, reqs[1]), (2, reqs[2])])
+        if step == 5:  # 31 tokens: shorter than the running cache, padded on the left
+            batch.add([(4, reqs[4])])
+        if step == 6:
+            batch.add([(5, reqs[5])])
+        for key, out in batch.step():
+            done[key] = (step, out)
+        if not len(batch) and step > 6:
+            break
+    assert sorted(done) == list(range(6)) and len(batch) == 0
+    assert done[3][0] == reqs[3].max_new - 1  # handed back on the step it ended, not at the batch's end
+    for i, r in enumerate(reqs):
+        a, b = alone[i], done[i][1]
+        if a.token_ids != b.token_ids:  # allowed only where the top two logits are a near-tie
+            t = next(k for k, (x, y) in enumerate(zip(a.token_ids, b.token_ids, strict=False)) if x != y)
+            top2 = torch.topk(next_logits(model, r.prompt_ids, a.token_ids[:t]), 2).values
+            assert float(top2[0] - top2[1]) < NEAR_TIE, (i, t)
+            continue
+        assert b.log_probs == pytest.approx(a.log_probs, abs=1e-5)

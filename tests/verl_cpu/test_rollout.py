@@ -133,18 +133,18 @@ def run_concurrently(server, calls):
     return asyncio.run(go())
 
 
-def batch_sizes(monkeypatch) -> list[int]:
-    """Record the rows of every batched decode the server runs."""
+def batch_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """Record every group of requests joining the batch: (how many joined, rows in the batch after)."""
     import verl_cpu.rollout as rollout
 
-    sizes: list[int] = []
-    real = rollout.decode
+    sizes: list[tuple[int, int]] = []
+    real = rollout.DecodeBatch.add
 
-    def recording(model, requests, eos_ids, pad_id):
-        sizes.append(len(requests))
-        return real(model, requests, eos_ids, pad_id)
+    def recording(self, requests):
+        real(self, requests)
+        sizes.append((len(requests), len(self)))
 
-    monkeypatch.setattr(rollout, "decode", recording)
+    monkeypatch.setattr(rollout.DecodeBatch, "add", recording)
     return sizes
 
 
@@ -153,15 +153,47 @@ def test_concurrent_requests_form_one_batch_up_to_max_num_seqs(model_dir, monkey
     calls = [(p, {"temperature": 1.0}) for p in BATCH_PROMPTS for _ in range(3)]
     server = HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None)
     assert all(not isinstance(r, Exception) for r in run_concurrently(server, calls))
-    assert sizes == [12]
+    assert sizes[0] == (12, 12)  # every request arrived before the batch started: one prefill
     small = HFGenerationServer(
         model_dir, prompt_length=64, response_length=8, max_model_len=None, max_num_seqs=5
     )
     sizes.clear()
-    run_concurrently(small, calls)
-    assert sizes == [5, 5, 2]
+    assert all(not isinstance(r, Exception) for r in run_concurrently(small, calls))
+    assert sizes[0] == (5, 5) and sum(n for n, _ in sizes if n) == 12  # the rest join as rows end
+    assert max(rows for _, rows in sizes) <= 5
     with pytest.raises(ValueError, match="max_num_seqs=0 must be >= 1"):
         HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None, max_num_seqs=0)
+
+
+def test_a_request_arriving_while_a_batch_runs_joins_it(model_dir, monkeypatch):
+    import time
+
+    import verl_cpu.rollout as rollout
+
+    sizes = batch_sizes(monkeypatch)
+    real_step = rollout.DecodeBatch.step
+
+    def slow_step(self):  # 10 ms a token: the batch still runs when the second request arrives
+        time.sleep(0.01)
+        return real_step(self)
+
+    monkeypatch.setattr(rollout.DecodeBatch, "step", slow_step)
+    server = HFGenerationServer(model_dir, prompt_length=64, response_length=12, max_model_len=None)
+    greedy = {"temperature": 0}
+
+    async def staggered():
+        first = asyncio.create_task(
+            server.generate(prompt_ids=BATCH_PROMPTS[0], sampling_params=greedy, request_id="a")
+        )
+        while not sizes:  # until the batch runs
+            await asyncio.sleep(0.001)
+        second = await server.generate(prompt_ids=BATCH_PROMPTS[1], sampling_params=greedy, request_id="b")
+        return await first, second
+
+    first, second = asyncio.run(staggered())
+    assert [n for n, _ in sizes[:2]] == [1, 1] and sizes[1][1] == 2  # the second joined the running first
+    assert first.token_ids == generate(server, greedy, prompt=BATCH_PROMPTS[0]).token_ids
+    assert second.token_ids == generate(server, greedy, prompt=BATCH_PROMPTS[1]).token_ids
 
 
 def test_same_seeds_same_responses_whatever_the_arrival_order(model_dir):
