@@ -171,9 +171,9 @@ class HFGenerationServer:
     def _advance(
         self, batch: DecodeBatch, admit: list[_Pending]
     ) -> list[tuple[_Pending, TokenOutput | Exception]]:
-        """In the worker thread: check, seed (in arrival order) and prefill the newcomers, then one token for every
-        row. Returns the requests answered: the refused ones, the ones that ended, or every request of the batch
-        with the error of a forward that failed."""
+        """In the worker thread: check, seed (in arrival order) and prefill the newcomers, then tokens for every row
+        until one ends or a newcomer can join. Returns the requests answered: the refused ones, the ones that
+        ended, or every request of the batch with the error of a forward that failed."""
         answered: list[tuple[_Pending, TokenOutput | Exception]] = []
         joining: list[tuple[_Pending, DecodeRequest]] = []
         try:
@@ -186,13 +186,20 @@ class HFGenerationServer:
             # are prefilled and placed the same way.
             joining.sort(key=lambda item: (item[1].prompt_ids, item[1].seed))
             batch.add(joining)
-            for pending, decoded in batch.step():
-                answered.append((pending, self._output(decoded)))
+            # Tokens until a row ends or a newcomer can join: one hop to the event loop per event, not per token.
+            while len(batch):
+                answered += [(pending, self._output(decoded)) for pending, decoded in batch.step()]
+                if answered or self._can_admit(batch):
+                    break
         except Exception as err:  # a forward failed: every request in the batch fails with its error
             failed = {id(p): p for p, _ in joining} | {id(row.key): row.key for row in batch.rows}
             answered += [(p, err) for p in failed.values()]
             batch.clear()
         return answered
+
+    def _can_admit(self, batch: DecodeBatch) -> bool:
+        """A request waits, the batch has room, and no weight update waits (read from the worker thread)."""
+        return bool(self._waiting) and len(batch) < self.max_num_seqs and not self._updates_waiting
 
     def _output(self, decoded: Decoded) -> TokenOutput:
         return TokenOutput(
