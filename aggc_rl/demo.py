@@ -133,7 +133,8 @@ def _rollout_overrides(rollout: str) -> list[str]:
     """The ``hf_cpu`` rollout's threads, or overrides that replace it (Hydra: the last value of a key wins)."""
     if rollout == "hf_cpu":
         # verl's sync trainer leaves the actor idle while the rollout decodes: let it use every core.
-        return [f"+actor_rollout_ref.rollout.engine_kwargs.hf_cpu.num_threads={len(os.sched_getaffinity(0))}"]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return [f"+actor_rollout_ref.rollout.engine_kwargs.hf_cpu.num_threads={cores}"]
     return list(VLLM_CPU_OVERRIDES)
 
 

@@ -5,7 +5,7 @@
     python -m bench.rollout_batching --tiny                                           # smoke: test proxy, 3 steps
 
 Three measurements on the proxy policy at the demo's settings (16 prompts x 8 samples, 56 response tokens,
-lr 1e-4, clip=global, one torch thread everywhere):
+lr 1e-4, clip=global; one torch thread for the actor and the harness, the rollout's as described below):
 
 1. verl's trainer (``aggc_rl.train`` as ``make demo`` runs it) as it was before batching (:data:`BEFORE`: every
    request decoded alone on one thread, verl's 2 s replay-buffer poll) and as it is (a step's requests decoded

@@ -4,8 +4,8 @@
 newcomers are prefilled together, left-padded to one width with an attention mask and positions counted from
 each prompt's first real token, and their KV cache is merged into the running one (the shorter side padded on
 the left, masked). Every step runs one forward over the rows still decoding; a row leaves the batch (its cache
-rows dropped) at its own end-of-sequence token or budget, and its result is handed back at once. So a row sees
-exactly the tokens and positions it would see alone. Requests with the same prompt (verl's n samples of one
+rows dropped, and the leading columns no live row uses) at its own end-of-sequence token or budget, and its
+result is handed back at once. So a row sees exactly the tokens and positions it would see alone. Requests with the same prompt (verl's n samples of one
 prompt) share one prefill.
 
 Each request samples from its own ``torch.Generator`` with its own temperature, top-k and top-p, calling
@@ -204,6 +204,17 @@ class DecodeBatch:
         self._logits = torch.cat([self._logits, logits])
         self.rows += rows
 
+    def _trim(self) -> None:
+        """Drop the leading cache columns that are padding in every row left (the rows that needed them have
+        ended): the cache is as wide as the longest live sequence, not as old as the batch."""
+        used = self._mask.any(0)
+        first = int(used.nonzero()[0]) if bool(used.any()) else 0
+        if first == 0:
+            return
+        for layer in self._past.layers:
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        self._mask = self._mask[:, first:]
+
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, Decoded]]:
         """One token for every row; the rows that ended (EOS or budget) leave the batch and are returned."""
@@ -225,6 +236,7 @@ class DecodeBatch:
             self._past.batch_select_indices(index)
             self._mask, self._next_pos = self._mask[index], self._next_pos[index]
             self.rows = [self.rows[s] for s in keep]
+            self._trim()
         self._mask = torch.cat([self._mask, torch.ones((len(keep), 1), dtype=self._mask.dtype)], dim=1)
         out = self.model(
             input_ids=torch.tensor([tokens[s] for s in keep], dtype=torch.long)[:, None],

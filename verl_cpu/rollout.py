@@ -146,6 +146,7 @@ class HFGenerationServer:
                     room = self.max_num_seqs - len(batch)
                     admit = [] if self._updates_waiting else self._waiting[:room]
                     del self._waiting[: len(admit)]
+                    admit = [p for p in admit if not p.future.done()]  # a caller that gave up takes no row
                     if not admit and not len(batch):
                         break
                     for pending, result in await asyncio.to_thread(self._advance, batch, admit):
@@ -175,25 +176,30 @@ class HFGenerationServer:
         until one ends or a newcomer can join. Returns the requests answered: the refused ones, the ones that
         ended, or every request of the batch with the error of a forward that failed."""
         answered: list[tuple[_Pending, TokenOutput | Exception]] = []
-        joining: list[tuple[_Pending, DecodeRequest]] = []
+        members: dict[int, _Pending] = {}  # every request of the batch in this call, answered or not
         try:
+            joining: list[tuple[_Pending, DecodeRequest]] = []
             for pending in admit:
                 try:
                     joining.append((pending, self._request(pending.prompt_ids, pending.params)))
                 except (ValueError, TypeError) as err:
                     answered.append((pending, err))
-            # Newcomers in a canonical order (prompt, then seed): the same requests arriving in another order
-            # are prefilled and placed the same way.
+            # Newcomers in a canonical order (prompt, then seed): the same requests admitted together in another
+            # order are prefilled and placed the same way.
             joining.sort(key=lambda item: (item[1].prompt_ids, item[1].seed))
+            members.update({id(p): p for p, _ in joining})
             batch.add(joining)
             # Tokens until a row ends or a newcomer can join: one hop to the event loop per event, not per token.
             while len(batch):
+                members.update({id(row.key): row.key for row in batch.rows})
                 answered += [(pending, self._output(decoded)) for pending, decoded in batch.step()]
                 if answered or self._can_admit(batch):
                     break
-        except Exception as err:  # a forward failed: every request in the batch fails with its error
-            failed = {id(p): p for p, _ in joining} | {id(row.key): row.key for row in batch.rows}
-            answered += [(p, err) for p in failed.values()]
+        except (
+            Exception
+        ) as err:  # a forward failed: every request of the batch not yet answered fails with it
+            done = {id(p) for p, _ in answered}
+            answered += [(p, err) for key, p in members.items() if key not in done]
             batch.clear()
         return answered
 

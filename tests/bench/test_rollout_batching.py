@@ -18,9 +18,28 @@ def test_trainer_timings_are_medians_after_the_first_step():
         trainer_timings(records[1:2])
 
 
-def test_agreement_compares_the_same_requests_decoded_together_and_alone():
+def test_agreement_counts_what_differs_between_together_and_alone(monkeypatch):
+    """The counting, on a decoder that parts from batch-of-one decoding in one response at its 4th token."""
+    import verl_cpu.decoding as decoding
+
+    real = decoding.decode
+    third: list[int] = []
+
+    def parting(model, requests, eos_ids, pad_id):
+        # The batched call returns batch-of-one results (so the rest agree exactly, whatever the last bits),
+        # except that response 2 differs from its 4th token on and response 0's log-probs move by 1e-3.
+        out = [real(model, [r], eos_ids, pad_id)[0] for r in requests]
+        if len(requests) > 1:
+            bad = out[2].token_ids
+            third.append(len(bad))
+            out[2] = decoding.Decoded(bad[:3] + [(t + 1) % 50 for t in bad[3:]], out[2].log_probs)
+            out[0] = decoding.Decoded(out[0].token_ids, [x + 1e-3 for x in out[0].log_probs])
+        return out
+
+    monkeypatch.setattr(decoding, "decode", parting)
     settings = DemoSettings(prompts_per_step=3, samples_per_prompt=2, response_length=12)
     got = agreement(proxy_policy(TEST_PROXY, log=lambda *_: None), settings)
-    assert got["responses"] == 6 and 0 <= got["identical_responses"] <= 6
-    assert 0 < got["tokens_before_first_difference"] <= got["tokens"] <= 6 * 12
-    assert got["max_abs_logprob_diff_identical"] < 1e-4
+    assert got["responses"] == 6 and got["identical_responses"] == 5
+    assert third[0] > 3  # the proxy answers in more than 3 tokens: the change is real
+    assert got["tokens_before_first_difference"] == got["tokens"] - third[0] + 3
+    assert got["max_abs_logprob_diff_identical"] == pytest.approx(1e-3, rel=1e-3)

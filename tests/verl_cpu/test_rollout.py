@@ -165,19 +165,41 @@ def test_concurrent_requests_form_one_batch_up_to_max_num_seqs(model_dir, monkey
         HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None, max_num_seqs=0)
 
 
-def test_a_request_arriving_while_a_batch_runs_joins_it(model_dir, monkeypatch):
+def slow_steps(monkeypatch) -> None:
+    """10 ms a token: a batch is still running when the test's next call arrives."""
     import time
 
     import verl_cpu.rollout as rollout
 
-    sizes = batch_sizes(monkeypatch)
     real_step = rollout.DecodeBatch.step
 
-    def slow_step(self):  # 10 ms a token: the batch still runs when the second request arrives
+    def slow_step(self):
         time.sleep(0.01)
         return real_step(self)
 
     monkeypatch.setattr(rollout.DecodeBatch, "step", slow_step)
+
+
+#: Where two greedy decodings of one prompt may part: a near-tie of the top two logits (batching changes the
+#: logits' last bits, so the argmax there can flip).
+NEAR_TIE = 1e-4
+
+
+def assert_greedy_as_alone(server, prompt, got: list[int]) -> None:
+    """``got`` is the prompt's batch-of-one greedy decoding, or parts from it only at a near-tie."""
+    alone = generate(server, {"temperature": 0}, prompt=prompt).token_ids
+    if got == alone:
+        return
+    t = next(i for i, (x, y) in enumerate(zip(got, alone, strict=False)) if x != y)
+    with torch.no_grad():
+        logits = server.model(input_ids=torch.tensor([prompt + alone[:t]])).logits[0, -1]
+    top2 = torch.topk(logits, 2).values
+    assert float(top2[0] - top2[1]) < NEAR_TIE, (prompt, t, got, alone)
+
+
+def test_a_request_arriving_while_a_batch_runs_joins_it(model_dir, monkeypatch):
+    sizes = batch_sizes(monkeypatch)
+    slow_steps(monkeypatch)
     server = HFGenerationServer(model_dir, prompt_length=64, response_length=12, max_model_len=None)
     greedy = {"temperature": 0}
 
@@ -192,8 +214,8 @@ def test_a_request_arriving_while_a_batch_runs_joins_it(model_dir, monkeypatch):
 
     first, second = asyncio.run(staggered())
     assert [n for n, _ in sizes[:2]] == [1, 1] and sizes[1][1] == 2  # the second joined the running first
-    assert first.token_ids == generate(server, greedy, prompt=BATCH_PROMPTS[0]).token_ids
-    assert second.token_ids == generate(server, greedy, prompt=BATCH_PROMPTS[1]).token_ids
+    assert_greedy_as_alone(server, BATCH_PROMPTS[0], first.token_ids)
+    assert_greedy_as_alone(server, BATCH_PROMPTS[1], second.token_ids)
 
 
 def test_same_seeds_same_responses_whatever_the_arrival_order(model_dir):
@@ -225,36 +247,91 @@ def test_a_refused_request_fails_alone(model_dir):
     ]
     first, refused, last = run_concurrently(server, calls)
     assert isinstance(refused, ValueError) and "leaves no room" in str(refused)
-    assert first.token_ids == generate(server, {"temperature": 0}, prompt=BATCH_PROMPTS[0]).token_ids
+    # The other two were decoded as if the refused one had never been sent (the same computation, bit for bit).
+    valid = [calls[0], calls[2]]
+    twin = HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None)
+    assert [first.token_ids, last.token_ids] == [o.token_ids for o in run_concurrently(twin, valid)]
     assert len(last.token_ids) == 8
 
 
-def test_a_weight_update_never_lands_inside_a_batch(model_dir):
-    """Requests and an update sent together: every response comes whole from one set of weights, the one its
+def test_a_weight_update_waits_for_the_running_batch_and_nothing_joins_it_meanwhile(model_dir, monkeypatch):
+    """An update sent while a batch runs waits for it; a request sent after the update does not join the old
+    batch but runs on the new weights. Every response comes whole from one set of weights, the one its
     ``global_steps`` names."""
     greedy = {"temperature": 0}
-    old_server = HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None)
-    old = [generate(old_server, greedy, prompt=p).token_ids for p in BATCH_PROMPTS]
+    old_server = HFGenerationServer(model_dir, prompt_length=64, response_length=12, max_model_len=None)
     state = {name: p.detach().clone() for name, p in old_server.model.named_parameters()}
     state["lm_head.weight"] = torch.randn(
         state["lm_head.weight"].shape, generator=torch.Generator().manual_seed(1)
     )
-    asyncio.run(old_server.update_weights(state, global_steps=7))
-    new = [generate(old_server, greedy, prompt=p).token_ids for p in BATCH_PROMPTS]
-    assert new != old
+    # References, computed the same way (same batch composition): the first two together on the old weights,
+    # the late one alone on the new.
+    old = [o.token_ids for o in run_concurrently(old_server, [(p, greedy) for p in BATCH_PROMPTS[:2]])]
+    new_server = HFGenerationServer(model_dir, prompt_length=64, response_length=12, max_model_len=None)
+    asyncio.run(new_server.update_weights(state, global_steps=7))
+    new = generate(new_server, greedy, prompt=BATCH_PROMPTS[2]).token_ids
 
-    server = HFGenerationServer(model_dir, prompt_length=64, response_length=8, max_model_len=None)
+    sizes = batch_sizes(monkeypatch)
+    slow_steps(monkeypatch)
+    server = HFGenerationServer(model_dir, prompt_length=64, response_length=12, max_model_len=None)
 
-    async def together():
-        tasks = [
-            server.generate(prompt_ids=p, sampling_params=greedy, request_id=str(i))
-            for i, p in enumerate(BATCH_PROMPTS)
+    async def scenario():
+        first = [
+            asyncio.create_task(server.generate(prompt_ids=p, sampling_params=greedy, request_id=str(i)))
+            for i, p in enumerate(BATCH_PROMPTS[:2])
         ]
-        update = server.update_weights(state, global_steps=7)
-        return await asyncio.gather(*tasks, update)
+        while not sizes:  # the batch runs
+            await asyncio.sleep(0.001)
+        update = asyncio.create_task(server.update_weights(state, global_steps=7))
+        await asyncio.sleep(0.005)  # the update now waits for the batch
+        assert not update.done() and server._updates_waiting == 1
+        late = asyncio.create_task(
+            server.generate(prompt_ids=BATCH_PROMPTS[2], sampling_params=greedy, request_id="late")
+        )
+        return await asyncio.gather(*first), await update, await late
 
-    *outs, version = asyncio.run(together())
-    assert version == 1
-    for out, before, after in zip(outs, old, new, strict=True):
-        assert out.token_ids == (before if out.extra_fields["global_steps"] == 0 else after)
+    outs, version, late = asyncio.run(scenario())
+    assert version == 1 and server._updates_waiting == 0
+    assert [o.extra_fields["global_steps"] for o in outs] == [0, 0] and [o.token_ids for o in outs] == old
+    assert late.extra_fields["global_steps"] == 7 and late.token_ids == new
+    assert sizes[:2] == [(2, 2), (1, 1)]  # the late request started a batch of its own, after the update
     asyncio.run(server.wait_for_requests_to_drain())
+
+
+def test_a_forward_that_fails_fails_every_request_of_the_batch_and_leaves_none_waiting(
+    model_dir, monkeypatch
+):
+    """Even a request whose last token was sampled in the step whose forward failed gets an answer (the error):
+    here the 1-token request ends in step 1 (answered, the worker thread returns), the 2-token one in step 2,
+    whose forward fails, in the worker's next call."""
+    server = HFGenerationServer(model_dir, prompt_length=64, response_length=10, max_model_len=None)
+    real_forward = server.model.forward
+    calls = []
+
+    def failing_forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # prefill, step 1's forward, then step 2's: the 2-token request ends in step 2
+            raise RuntimeError("boom: the model's forward failed")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(server.model, "forward", failing_forward)
+    calls_ = [
+        (BATCH_PROMPTS[0], {"temperature": 0, "max_tokens": 2}),
+        (BATCH_PROMPTS[1], {"temperature": 0}),
+        (BATCH_PROMPTS[2], {"temperature": 0, "max_tokens": 1}),
+    ]
+
+    async def go():
+        tasks = [
+            server.generate(prompt_ids=p, sampling_params=s, request_id=str(i))
+            for i, (p, s) in enumerate(calls_)
+        ]
+        return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
+
+    two, ten, one = asyncio.run(go())
+    assert len(one.token_ids) == 1  # answered before the failure
+    assert all(isinstance(o, RuntimeError) and "boom" in str(o) for o in (two, ten)), (two, ten)
+    monkeypatch.setattr(server.model, "forward", real_forward)
+    assert (
+        len(generate(server, {"temperature": 0}, prompt=BATCH_PROMPTS[1]).token_ids) == 10
+    )  # it serves again

@@ -26,6 +26,16 @@ def test_a_module_is_patched_after_its_import_once(tmp_path, monkeypatch):
         assert module.VALUE == 11 and seen == ["hooked_probe"]
         patch_after_import("hooked_probe", patch, imported=lambda m: hasattr(m, "VALUE"))  # imported: at once
         assert seen == ["hooked_probe", "hooked_probe"]
+        # Two patches for one module: one finder, both run, in the order installed.
+        del sys.modules["hooked_probe"]
+        seen.clear()
+        patch_after_import("hooked_probe", patch, imported=lambda m: hasattr(m, "VALUE"))
+        patch_after_import(
+            "hooked_probe", lambda m: seen.append("second"), imported=lambda m: hasattr(m, "VALUE")
+        )
+        assert sum(isinstance(f, AfterImport) and f.fullname == "hooked_probe" for f in sys.meta_path) == 1
+        importlib.import_module("hooked_probe")
+        assert seen == ["hooked_probe", "second"]
     finally:
         sys.meta_path[:] = [
             f for f in sys.meta_path if not (isinstance(f, AfterImport) and f.fullname == "hooked_probe")
