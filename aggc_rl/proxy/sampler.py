@@ -18,6 +18,7 @@ import torch
 
 from aggc_rl.data.knights_knaves import DATA_SOURCE, INTRO, SYSTEM_PROMPT, generate_puzzle
 from aggc_rl.rewards import compute_score
+from verl_cpu.decoding import left_pad
 
 #: The K&K scorer's range (format +-1 plus answer +2 .. -2): reward_noise draws from it uniformly.
 REWARD_RANGE = (-3.0, 3.0)
@@ -84,12 +85,7 @@ class Sampler:
 
     def left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts left-padded to one width (generation appends on the right), with their attention mask."""
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
+        ids, mask, _ = left_pad(prompts, self.pad_id)
         return ids, mask
 
     @torch.no_grad()

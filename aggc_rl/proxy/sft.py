@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from aggc_rl.inprocess.arms import Arm
-from aggc_rl.proxy.policy import COLLAPSE_MARGIN, heldout_eval, train_puzzles
+from aggc_rl.proxy.policy import finish_record, heldout_eval, train_puzzles
 from aggc_rl.proxy.sampler import Sampler, short_answer
 
 #: LoRA adapters of the SFT sweep (rank 8 on a 128-wide model; alpha 2r as is common).
@@ -213,15 +213,4 @@ def run(
             break
         if (t + 1) % size.eval_every == 0 and t + 1 < size.steps:
             evaluate(t + 1)
-    if nonfinite:
-        record["evals"].append({"step": len(record["steps"]), "acc": 0.0, "reward": float("nan"), "n": 0})
-    else:
-        evaluate(size.steps)
-    start, final = record["evals"][0], record["evals"][-1]
-    record["start_acc"] = start["acc"]
-    record["final_acc"] = final["acc"]
-    record["nonfinite"] = nonfinite
-    record["below_start"] = final["acc"] < start["acc"]
-    record["collapsed"] = nonfinite or final["acc"] < start["acc"] - COLLAPSE_MARGIN
-    record["wall_s"] = time.time() - t0
-    return record
+    return finish_record(record, nonfinite, lambda: evaluate(size.steps), t0)
